@@ -1,0 +1,27 @@
+"""Wiring only: build the public app around a Runtime; no decisions here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from .config import Config
+from .pipeline import handle
+from .runtime import RUNTIME, Runtime
+
+
+def create_app(config: Config, runtime: Runtime | None = None) -> web.Application:
+    """Bodies are streamed by the proxy, so aiohttp's whole-body size limit never applies."""
+    app = web.Application()
+    app[RUNTIME] = runtime or Runtime(config)
+    app.cleanup_ctx.append(_upstream_client)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    runtime.open_client()
+    yield
+    await runtime.close_client()

@@ -1,0 +1,71 @@
+"""Who is asking, and may they pass: the whole authorization decision.
+
+Kept small on purpose so it can be audited in one read. "No credentials" and
+"bad credentials" stay distinct (the 401 challenge and the logs differ), and
+an expired token is only ever "unauthenticated", never "forbidden".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from aiohttp import hdrs, web
+
+from .errors import TokenError
+from .routing import Route
+from .tokens import Principal, Verifier
+
+Decision = Literal[
+    "public",  # auth: public, nothing verified
+    "allow",  # verified identity, roles satisfied
+    "anonymous",  # auth: optional and no valid identity
+    "deny",  # auth: deny
+    "forbidden",  # verified identity lacks a role
+    "redirect",  # unauthenticated browser navigation
+    "unauthorized",  # unauthenticated program
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The outcome of reading credentials off a request."""
+
+    principal: Principal | None = None
+    presented: bool = False  # a token was presented, whether or not it verified
+    failure: str | None = None  # TokenError.reason when it did not
+    bearer: bool = False  # it came in Authorization, not the cookie
+
+
+NOBODY = Identity()
+
+
+def identify(request: web.BaseRequest, verifier: Verifier, cookie_name: str) -> Identity:
+    token = request.cookies.get(cookie_name)
+    bearer = False
+    if not token:
+        scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            return NOBODY
+        token, bearer = credentials.strip(), True
+    return check_token(verifier, token, bearer=bearer)
+
+
+def check_token(verifier: Verifier, token: str, *, bearer: bool = False) -> Identity:
+    try:
+        return Identity(verifier.verify(token), presented=True, bearer=bearer)
+    except TokenError as exc:
+        return Identity(presented=True, failure=exc.reason, bearer=bearer)
+
+
+def decide(route: Route, identity: Identity) -> Decision:
+    if route.auth == "deny":
+        return "deny"
+    if route.auth == "public":
+        return "public"
+    principal = identity.principal
+    if principal is None:
+        return "anonymous" if route.auth == "optional" else "unauthorized"
+    if route.roles and route.roles.isdisjoint(principal.roles):
+        return "forbidden"
+    return "allow"

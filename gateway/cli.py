@@ -1,0 +1,150 @@
+"""Commands. The only module that prints for humans and decides exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__, logs
+from .auth import Identity, check_token, decide
+from .config import Config, load
+from .errors import BadPath, ConfigError
+from .paths import normalize
+from .runtime import Snapshot
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def _config_path(arg: str | None) -> str:
+    return arg or os.environ.get("GATEWAY_CONFIG") or "config.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_help = "config file (default: $GATEWAY_CONFIG, else ./config.yaml)"
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help=config_help)
+
+    check = sub.add_parser("check-config", help="validate a config file and list every problem")
+    check.add_argument("--config", help=config_help)
+
+    explain = sub.add_parser("explain", help="show which route matches a request and the decision")
+    explain.add_argument("--config", help=config_help)
+    explain.add_argument("method", metavar="METHOD")
+    explain.add_argument("path", metavar="PATH")
+    explain.add_argument("--token", help="an access JWT to decide with (default: anonymous)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    path = _config_path(args.config)
+    if args.command == "serve":
+        return _serve(path)
+    if args.command == "check-config":
+        return _check(path)
+    return _explain(path, args.method, args.path, args.token)
+
+
+def _load_or_report(path: str, prefix: str = "") -> Config | None:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{prefix}{problem}", file=sys.stderr)
+        return None
+
+
+def _serve(path: str) -> int:
+    config = _load_or_report(path, prefix="gateway: invalid config: ")
+    if config is None:
+        return EXIT_USAGE
+    from .server import run
+
+    logs.setup()
+    for warning in config.warnings:
+        logging.getLogger("gateway.config").warning(warning)
+    try:
+        run(config)
+    except OSError as exc:
+        print(f"gateway: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def _check(path: str) -> int:
+    config = _load_or_report(path)
+    if config is None:
+        return EXIT_INVALID
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    routes = config.routes.routes
+    print(
+        f"{path}: OK: {len(routes)} route{'s' * (len(routes) != 1)},"
+        f" default {config.routes.match('GET', '/(unmatched)').auth},"
+        f" upstream {config.upstream}, {config.tokens.keys.algorithm} tokens,"
+        f" store {config.store.scheme}://, listen {config.listen}, admin {config.admin_listen}"
+    )
+    return EXIT_OK
+
+
+def _explain(path: str, method: str, target: str, token: str | None) -> int:
+    config = _load_or_report(path)
+    if config is None:
+        return EXIT_INVALID
+    method = method.upper()
+    raw_path, _, query = target.partition("?")
+    try:
+        normalized = normalize(raw_path)
+    except BadPath as exc:
+        print(f"{method} {target}\n  decision: 400 bad request ({exc})")
+        return EXIT_OK
+    route = config.routes.match(method, normalized)
+    where = f"routes[{route.index}] line {route.line}" if route.index >= 0 else "no route matched"
+    print(f"{method} {normalized}" + (f"?{query}" if query else ""))
+    print(f"  route:    {route.label} ({where})")
+    print(f"  auth:     {route.auth}")
+    if route.methods:
+        print(f"  methods:  {', '.join(sorted(route.methods))}")
+    if route.roles:
+        print(f"  roles:    any of {', '.join(sorted(route.roles))}")
+    if route.auth == "required":
+        print(f"  on_unauthenticated: {route.on_unauthenticated}")
+    identity = check_token(Snapshot.build(config).verifier, token) if token else Identity()
+    if identity.principal is not None:
+        roles = ", ".join(sorted(identity.principal.roles)) or "none"
+        print(f"  token:    valid, sub={identity.principal.subject}, roles: {roles}")
+    elif token:
+        print(f"  token:    rejected ({identity.failure})")
+    else:
+        print("  token:    none (anonymous)")
+    print(f"  decision: {_describe(decide(route, identity), route.on_unauthenticated, config)}")
+    return EXIT_OK
+
+
+def _describe(decision: str, on_unauthenticated: str, config: Config) -> str:
+    login = config.login.path
+    return {
+        "public": "forward (public: nothing verified)",
+        "allow": "forward with identity headers",
+        "anonymous": "forward without identity (optional)",
+        "deny": "403 (route denies everyone)",
+        "forbidden": "403 (authenticated, but lacks a required role)",
+        "unauthorized": {
+            "auto": f"302 to {login}?next=... for a browser navigation, else 401 JSON",
+            "redirect": f"302 to {login}?next=...",
+            "status": "401 JSON",
+        }[on_unauthenticated],
+    }[decision]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,456 @@
+"""The config file (v1) -> frozen, typed objects.
+
+Every section is checked and every problem reported at once, each naming
+file, line, column and key: an ops person fixing a bad edit should see the
+whole list in one go, and a typo'd key is an error, never silently ignored.
+Config code raises ConfigError; only cli.py decides to exit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from yarl import URL
+
+from . import keys
+from .routing import (
+    AuthMode,
+    OnUnauthenticated,
+    Route,
+    RouteTable,
+    compile_pattern,
+    default_route,
+    methods_with_head,
+    shadowing,
+)
+from .yamlsource import Problems, Section, compose
+
+_TOKEN_CHARS = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEADER_RESERVED = frozenset(
+    h.lower()
+    for h in (
+        "Host", "Cookie", "Set-Cookie", "Authorization", "Content-Length", "Content-Type",
+        "Transfer-Encoding", "Connection", "Upgrade", "TE", "Trailer", "Keep-Alive",
+        "Proxy-Authorization", "Proxy-Authenticate", "X-Forwarded-For", "X-Forwarded-Proto",
+        "X-Forwarded-Host", "X-Request-Id",
+    )
+)  # fmt: skip
+_AUTH_MODES = ("required", "optional", "public", "deny")
+_ON_UNAUTH = ("auto", "redirect", "status")
+_SAME_SITE = ("lax", "strict", "none")
+_HTTP_METHODS = frozenset(
+    (
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+        "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT", "SEARCH",
+    )
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokensConfig:
+    keys: keys.KeySet
+    issuer: str = "gateway"
+    audience: str = "upstream"
+    access_ttl: float = 15 * 60
+    refresh_ttl: float = 14 * 86400
+    leeway: float = 30
+    refresh_reuse_grace: float = 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CookiesConfig:
+    access: str = "access_token"
+    refresh: str = "refresh_token"
+    secure: bool = True
+    same_site: Literal["lax", "strict", "none"] = "lax"
+    path: str = "/"
+    domain: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoginConfig:
+    path: str = "/login"
+    logout_path: str = "/logout"
+    users_file: Path | None = None
+    verify_url: URL | None = None
+    verify_timeout: float = 5
+    template: Path | None = None
+    max_failures: int = 5
+    failure_window: float = 15 * 60
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssertionConfig:
+    header: str = "X-User-Assertion"
+    private_key_file: Path
+    ttl: float = 30
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    source: Path
+    upstream: URL
+    listen: Listen = Listen("0.0.0.0", 8080)  # noqa: S104 - the public listener is meant to be public
+    admin_listen: Listen = Listen("127.0.0.1", 9090)
+    upstream_timeout: float = 60
+    drain_timeout: float = 20
+    workers: int = 1
+    tokens: TokensConfig
+    cookies: CookiesConfig = field(default_factory=CookiesConfig)
+    store: URL = field(default_factory=lambda: URL("memory://"))
+    store_timeout: float = 0.5
+    login: LoginConfig = field(default_factory=LoginConfig)
+    routes: RouteTable
+    identity_headers: tuple[tuple[str, str], ...] = ()
+    identity_assertion: AssertionConfig | None = None
+    warnings: tuple[str, ...] = ()
+
+
+DEFAULT_IDENTITY_HEADERS = (
+    ("X-User-Id", "sub"),
+    ("X-User-Email", "email"),
+    ("X-User-Name", "name"),
+    ("X-User-Roles", "roles"),
+)
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a config file. Raises ConfigError with every problem found."""
+    source = Path(path)
+    problems = Problems(str(path))
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        problems.add(None, "(file)", f"cannot read the config file: {exc.strerror}")
+        problems.raise_if_any()
+    except UnicodeDecodeError:
+        problems.add(None, "(file)", "the config file is not UTF-8 text")
+        problems.raise_if_any()
+    node, loader = compose(text, problems)
+    problems.raise_if_any()
+    top = Section(node, "", problems, loader)
+    base = source.resolve().parent
+    config = _build(top, base, source)
+    top.finish()
+    problems.raise_if_any()
+    assert config is not None  # noqa: S101 - no problems means every section was built
+    return config
+
+
+def _build(top: Section, base: Path, source: Path) -> Config | None:
+    upstream = _upstream(top)
+    listen = _listen(top, "listen", Listen("0.0.0.0", 8080))  # noqa: S104
+    admin = _listen(top, "admin_listen", Listen("127.0.0.1", 9090))
+    if listen == admin:
+        top.error("admin_listen", "must differ from listen: the admin endpoints are never proxied")
+    upstream_timeout = top.duration("upstream_timeout", 60, minimum=0.001)
+    drain_timeout = top.duration("drain_timeout", 20)
+    workers = top.integer("workers", 1, minimum=1)
+    tokens = _tokens(top.section("tokens"), base)
+    cookies = _cookies(top.section("cookies"))
+    store = _store(top)
+    store_timeout = top.duration("store_timeout", 0.5, minimum=0.001)
+    login = _login(top.section("login"), base)
+    routes, warnings = _routes(top)
+    identity = _identity_headers(top)
+    assertion = _assertion(top, base)
+    if assertion is not None:
+        warnings.append(
+            f"{source}: identity_assertion is accepted but not active yet in this version"
+        )
+    if top.problems.items or upstream is None or tokens is None or routes is None:
+        return None
+    return Config(
+        source=source,
+        upstream=upstream,
+        listen=listen,
+        admin_listen=admin,
+        upstream_timeout=upstream_timeout,
+        drain_timeout=drain_timeout,
+        workers=workers,
+        tokens=tokens,
+        cookies=cookies,
+        store=store,
+        store_timeout=store_timeout,
+        login=login,
+        routes=routes,
+        identity_headers=identity,
+        identity_assertion=assertion,
+        warnings=tuple(warnings),
+    )
+
+
+def _upstream(top: Section) -> URL | None:
+    if not top.required(
+        "upstream", "the URL of the app behind the gateway, like http://127.0.0.1:3000"
+    ):
+        return None
+    text = top.text("upstream")
+    url = URL(text) if text else None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        top.error("upstream", f"expected an http:// or https:// URL, got {text!r}")
+        return None
+    if url.path not in ("", "/") or url.query_string or url.fragment or url.user:
+        top.error("upstream", "expected scheme://host[:port] only, without path, query or user")
+        return None
+    return url.with_path("")
+
+
+def _listen(top: Section, key: str, default: Listen) -> Listen:
+    text = top.text(key, str(default))
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
+    port = int(m.group(2) or m.group(4)) if m else -1
+    if m is None or not 0 < port < 65536:
+        top.error(key, f"expected host:port like 0.0.0.0:8080 or [::1]:8080, got {text!r}")
+        return default
+    return Listen(m.group(1) or m.group(3), port)
+
+
+def _tokens(sec: Section, base: Path) -> TokensConfig | None:
+    algorithm = sec.choice("algorithm", keys.ALGORITHMS, "HS256")
+    key_set = _key_set(sec, base, algorithm)
+    access_ttl = sec.duration("access_ttl", 15 * 60, minimum=1)
+    refresh_ttl = sec.duration("refresh_ttl", 14 * 86400, minimum=1)
+    if refresh_ttl <= access_ttl and sec.has("refresh_ttl"):
+        sec.error("refresh_ttl", "must be longer than access_ttl")
+    result = TokensConfig(
+        keys=key_set or keys.KeySet(algorithm="HS256", signing_key=None, verification_keys=()),
+        issuer=sec.text("issuer", "gateway"),
+        audience=sec.text("audience", "upstream"),
+        access_ttl=access_ttl,
+        refresh_ttl=refresh_ttl,
+        leeway=sec.duration("leeway", 30),
+        refresh_reuse_grace=sec.duration("refresh_reuse_grace", 10),
+    )
+    sec.finish()
+    return result if key_set else None
+
+
+def _key_set(sec: Section, base: Path, algorithm: str) -> keys.KeySet | None:
+    alg = cast(keys.Algorithm, algorithm)
+    names = ("secret_env", "secret_file", "private_key_file", "public_key_files")
+    given = [n for n in names if sec.has(n)]
+    secret_env, secret_file = sec.opt_text("secret_env"), sec.opt_text("secret_file")
+    private_file, public_files = sec.opt_text("private_key_file"), sec.text_list("public_key_files")
+    if algorithm.startswith("HS"):
+        wrong = [n for n in given if n not in ("secret_env", "secret_file")]
+        for n in wrong:
+            sec.error(n, f"{algorithm} uses secret_env or secret_file, not {n}")
+        if len([n for n in given if n in ("secret_env", "secret_file")]) != 1:
+            sec.error("secret_env", f"{algorithm} needs exactly one of secret_env or secret_file")
+            return None
+        try:
+            secret = (
+                keys.secret_from_env(secret_env)
+                if secret_env
+                else keys.secret_from_file(base / str(secret_file))
+            )
+        except keys.KeyProblem as exc:
+            sec.error("secret_env" if secret_env else "secret_file", str(exc))
+            return None
+        return keys.KeySet(algorithm=alg, signing_key=secret, verification_keys=(secret,))
+    for n in ("secret_env", "secret_file"):
+        if n in given:
+            sec.error(n, f"{algorithm} uses private_key_file and/or public_key_files, not {n}")
+    if private_file is None and not public_files:
+        sec.error("private_key_file", f"{algorithm} needs private_key_file or public_key_files")
+        return None
+    ok = True
+    signing: Any = None
+    verifiers: list[Any] = []
+    if private_file:
+        try:
+            signing = keys.private_key(base / private_file, algorithm)
+            verifiers.append(signing.public_key())
+        except keys.KeyProblem as exc:
+            sec.error("private_key_file", str(exc))
+            ok = False
+    for item in public_files or ():
+        try:
+            verifiers.append(keys.public_key(base / item, algorithm))
+        except keys.KeyProblem as exc:
+            sec.error("public_key_files", str(exc))
+            ok = False
+    if not ok:
+        return None
+    return keys.KeySet(algorithm=alg, signing_key=signing, verification_keys=tuple(verifiers))
+
+
+def _cookies(sec: Section) -> CookiesConfig:
+    names = {}
+    for key, default in (("access", "access_token"), ("refresh", "refresh_token")):
+        name = sec.text(key, default)
+        if not _TOKEN_CHARS.match(name):
+            sec.error(key, f"{name!r} is not a valid cookie name")
+        names[key] = name
+    if names["access"] == names["refresh"]:
+        sec.error("refresh", "must differ from cookies.access")
+    secure = sec.flag("secure", True)
+    same_site = sec.choice("same_site", _SAME_SITE, "lax")
+    if same_site == "none" and not secure:
+        sec.error("same_site", "same_site: none needs secure: true (browsers drop it otherwise)")
+    path = sec.text("path", "/")
+    if not path.startswith("/"):
+        sec.error("path", "expected a path starting with '/'")
+    result = CookiesConfig(
+        access=names["access"],
+        refresh=names["refresh"],
+        secure=secure,
+        same_site=cast(Literal["lax", "strict", "none"], same_site),
+        path=path,
+        domain=sec.opt_text("domain"),
+    )
+    sec.finish()
+    return result
+
+
+def _store(top: Section) -> URL:
+    text = top.text("store", "memory://")
+    url = URL(text)
+    if url.scheme not in ("memory", "redis", "rediss"):
+        top.error(
+            "store", f"expected memory://, redis://host:port/db or rediss://..., got {text!r}"
+        )
+        return URL("memory://")
+    return url
+
+
+def _login(sec: Section, base: Path) -> LoginConfig:
+    path = sec.text("path", "/login")
+    logout_path = sec.text("logout_path", "/logout")
+    for key, value in (("path", path), ("logout_path", logout_path)):
+        if not value.startswith("/") or "?" in value or "#" in value:
+            sec.error(key, "expected a path starting with '/', without query")
+    if path == logout_path:
+        sec.error("logout_path", "must differ from login.path")
+    users_file, template = sec.opt_text("users_file"), sec.opt_text("template")
+    verify_text = sec.opt_text("verify_url")
+    if users_file and verify_text:
+        sec.error("verify_url", "use users_file or verify_url, not both")
+    verify_url = URL(verify_text) if verify_text else None
+    if verify_url is not None and (
+        verify_url.scheme not in ("http", "https") or not verify_url.host
+    ):
+        sec.error("verify_url", f"expected an http:// or https:// URL, got {verify_text!r}")
+    files: dict[str, Path | None] = {}
+    for key, name in (("users_file", users_file), ("template", template)):
+        files[key] = base / name if name else None
+        if name and not (base / name).is_file():
+            sec.error(key, f"file not found: {base / name}")
+    result = LoginConfig(
+        path=path,
+        logout_path=logout_path,
+        users_file=files["users_file"],
+        verify_url=verify_url,
+        verify_timeout=sec.duration("verify_timeout", 5, minimum=0.001),
+        template=files["template"],
+        max_failures=sec.integer("max_failures", 5, minimum=1),
+        failure_window=sec.duration("failure_window", 15 * 60, minimum=1),
+    )
+    sec.finish()
+    return result
+
+
+def _routes(top: Section) -> tuple[RouteTable | None, list[str]]:
+    default = cast(AuthMode, top.choice("default", _AUTH_MODES, "required"))
+    routes: list[Route] = []
+    for index, sec in enumerate(top.sections("routes")):
+        route = _route(sec, index)
+        sec.finish()
+        if route is not None:
+            routes.append(route)
+    warnings = []
+    for i, later in enumerate(routes):
+        for earlier in routes[:i]:
+            if shadowing(earlier, later):
+                warnings.append(
+                    f"{top.problems.file}:{later.line}: routes[{later.index}] ({later.label}) can"
+                    f" never match: routes[{earlier.index}] ({earlier.label}) above it matches"
+                    " every request it would"
+                )
+                break
+    return RouteTable(tuple(routes), default_route(default)), warnings
+
+
+def _route(sec: Section, index: int) -> Route | None:
+    line = sec.node.start_mark.line + 1 if sec.node is not None else 0
+    path, regex = sec.opt_text("path"), sec.opt_text("regex")
+    if (path is None) == (regex is None):
+        sec.error("path", "each route needs exactly one of path or regex")
+        return None
+    try:
+        compiled = compile_pattern(path) if path is not None else re.compile(str(regex), re.I)
+    except (ValueError, re.error) as exc:
+        sec.error("path" if path is not None else "regex", str(exc))
+        compiled = None
+    methods = sec.text_list("methods")
+    for m in methods or ():
+        if m.upper() not in _HTTP_METHODS:
+            sec.error("methods", f"unknown HTTP method {m!r}")
+    auth = sec.choice("auth", _AUTH_MODES, "required")
+    roles = sec.text_list("roles")
+    if roles is not None and auth != "required":
+        sec.error("roles", f"roles need auth: required (this route is auth: {auth})")
+    on_unauth = sec.choice("on_unauthenticated", _ON_UNAUTH, "auto")
+    if sec.has("on_unauthenticated") and auth in ("public", "deny"):
+        sec.error("on_unauthenticated", f"does not apply to auth: {auth}")
+    if compiled is None:
+        return None
+    return Route(
+        index=index,
+        source=str(path if path is not None else regex),
+        line=line,
+        regex=compiled,
+        is_regex=regex is not None,
+        methods=methods_with_head(methods),
+        auth=cast(AuthMode, auth),
+        roles=frozenset(roles or ()),
+        on_unauthenticated=cast(OnUnauthenticated, on_unauth),
+    )
+
+
+def _identity_headers(top: Section) -> tuple[tuple[str, str], ...]:
+    if not top.has("identity_headers"):
+        top.value_node("identity_headers")
+        return DEFAULT_IDENTITY_HEADERS
+    sec = top.section("identity_headers")
+    result = []
+    for header, _, value_node in sec.entries():
+        claim = sec.plain(value_node)
+        if not _TOKEN_CHARS.match(header):
+            sec.error(header, "not a valid header name")
+        elif header.lower() in _HEADER_RESERVED:
+            sec.error(header, "this header is managed by the gateway or the HTTP layer")
+        elif not isinstance(claim, str) or not claim:
+            sec.error(header, f"expected the name of a claim, like sub or email, got {claim!r}")
+        else:
+            result.append((header, claim))
+    return tuple(result)
+
+
+def _assertion(top: Section, base: Path) -> AssertionConfig | None:
+    if not top.has("identity_assertion"):
+        top.value_node("identity_assertion")
+        return None
+    sec = top.section("identity_assertion")
+    header = sec.text("header", "X-User-Assertion")
+    key_file = (
+        sec.text("private_key_file") if sec.required("private_key_file", "a PEM file") else ""
+    )
+    ttl = sec.duration("ttl", 30, minimum=1)
+    sec.finish()
+    if key_file and not (base / key_file).is_file():
+        sec.error("private_key_file", f"file not found: {base / key_file}")
+    return AssertionConfig(header=header, private_key_file=base / key_file, ttl=ttl)

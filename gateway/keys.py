@@ -1,0 +1,118 @@
+"""Signing and verification keys, loaded from the environment or files only.
+
+A secret never has a literal place in YAML or a default in code; `Secret`
+keeps it out of reprs, logs and tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+Algorithm = Literal["HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"]
+ALGORITHMS: tuple[str, ...] = ("HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA")
+HMAC_MIN_BYTES = 32
+
+
+class Secret:
+    """Bytes that never show up in a repr or a log line."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeySet:
+    """What tokens.py needs: the one algorithm and the keys for it."""
+
+    algorithm: Algorithm
+    signing_key: Any  # Secret bytes for HMAC, a private key object otherwise; None = verify only
+    verification_keys: tuple[Any, ...]
+
+    @property
+    def is_hmac(self) -> bool:
+        return self.algorithm.startswith("HS")
+
+
+class KeyProblem(ValueError):
+    """A key could not be loaded; the message is safe to show (never the key)."""
+
+
+def secret_from_env(name: str) -> Secret:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        raise KeyProblem(f"environment variable {name} is not set or empty")
+    return _hmac_secret(value.strip().encode())
+
+
+def secret_from_file(path: Path) -> Secret:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyProblem(f"cannot read {path}: {exc.strerror}") from None
+    return _hmac_secret(data.strip())
+
+
+def _hmac_secret(value: bytes) -> Secret:
+    if len(value) < HMAC_MIN_BYTES:
+        raise KeyProblem(
+            f"an HMAC secret must be at least {HMAC_MIN_BYTES} bytes, this one is {len(value)};"
+            " generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
+    return Secret(value)
+
+
+def _key_kind_ok(algorithm: str, key: Any) -> bool:
+    if algorithm == "RS256":
+        return isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey) and key.key_size >= 2048
+    if algorithm == "ES256":
+        return isinstance(
+            key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey
+        ) and isinstance(key.curve, ec.SECP256R1)
+    return isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey)
+
+
+_KIND = {
+    "RS256": "an RSA key of 2048 bits or more",
+    "ES256": "a P-256 EC key",
+    "EdDSA": "an Ed25519 key",
+}
+
+
+def private_key(path: Path, algorithm: str) -> Any:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as exc:
+        raise KeyProblem(f"cannot read {path}: {exc.strerror}") from None
+    except (ValueError, TypeError):
+        raise KeyProblem(f"{path} is not an unencrypted PEM private key") from None
+    if not _key_kind_ok(algorithm, key):
+        raise KeyProblem(f"{path}: {algorithm} needs {_KIND[algorithm]}")
+    return key
+
+
+def public_key(path: Path, algorithm: str) -> Any:
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except OSError as exc:
+        raise KeyProblem(f"cannot read {path}: {exc.strerror}") from None
+    except (ValueError, TypeError):
+        raise KeyProblem(f"{path} is not a PEM public key") from None
+    if not _key_kind_ok(algorithm, key):
+        raise KeyProblem(f"{path}: {algorithm} needs {_KIND[algorithm]}")
+    return key

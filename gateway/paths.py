@@ -1,0 +1,75 @@
+"""One canonical form of the request path, shared by the matcher and the upstream.
+
+Path-confusion bypasses (`/admin/../x`, `/%61dmin`, `/admin%2Fx`, `..;/`)
+all work the same way: the proxy decides on one reading of the path and the
+app acts on another. So the gateway resolves the path once, matches on the
+result and forwards exactly that result; what it cannot resolve without
+guessing how the upstream would read it is refused.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import BadPath
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# What may stand raw in a path segment (RFC 3986 pchar less ';', plus '%').
+_ALLOWED_RAW = _UNRESERVED | frozenset("!$&'()*+,=:@%")
+_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
+# Decoding these would change the path's structure, or mean different things to different apps.
+_AMBIGUOUS = {"2F": "an encoded '/'", "5C": "an encoded '\\'", "00": "an encoded NUL"}
+
+
+def normalize(raw_path: str) -> str:
+    """Raw request path (no query) -> canonical path. Raises BadPath when ambiguous."""
+    if not raw_path.startswith("/"):
+        raise BadPath("the request target must be a path starting with '/'")
+    out: list[str] = []
+    segments = raw_path.split("/")[1:]
+    for index, raw in enumerate(segments):
+        segment = _segment(raw)
+        last = index == len(segments) - 1
+        if segment == "..":
+            if not out:
+                raise BadPath("'..' climbs above the root")
+            out.pop()
+            if last:
+                out.append("")
+        elif segment == ".":
+            if last:
+                out.append("")
+        elif segment or last:
+            out.append(segment)
+    path = "/" + "/".join(out)
+    return path
+
+
+def _segment(raw: str) -> str:
+    for ch in raw:
+        if ch not in _ALLOWED_RAW:
+            raise BadPath(_describe(ch))
+
+    def decode(m: re.Match[str]) -> str:
+        hexa = m.group(1).upper()
+        if hexa in _AMBIGUOUS:
+            raise BadPath(f"the path contains {_AMBIGUOUS[hexa]}")
+        char = chr(int(hexa, 16))
+        return char if char in _UNRESERVED else "%" + hexa
+
+    if "%" not in raw:
+        return raw
+    decoded = _PCT.sub(decode, raw)
+    if "%" in _PCT.sub("", decoded):
+        raise BadPath("a '%' that does not start a percent-encoded byte")
+    return decoded
+
+
+def _describe(ch: str) -> str:
+    if ch == ";":
+        return "';' path parameters are read differently by different servers"
+    if ch == "\\":
+        return "a '\\' is read as '/' by some servers"
+    if ch == "#":
+        return "a '#' fragment does not belong in a request"
+    return f"the character {ch!r} is not allowed raw in a path"

@@ -1,0 +1,266 @@
+"""Header hygiene and streaming to and from the upstream.
+
+The upstream trusts `X-User-*` because only the gateway can have set them:
+every incoming copy is dropped on every route before the verified identity
+is written. Bodies are streamed in both directions so memory stays flat for a
+1 GiB upload or download.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from . import responses
+from .tokens import Principal
+
+log = logging.getLogger("gateway.proxy")
+
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
+        "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+    )
+)  # fmt: skip
+# Set by the gateway itself; a client's copy is never forwarded.
+_OWN = frozenset(("host", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded"))
+# The WebSocket handshake is redone by the client session toward the upstream.
+_WS_HANDSHAKE = frozenset(
+    (
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-accept",
+    )
+)
+_BUFFER_LIMIT = 64 * 1024  # bodies up to this size are read whole: one write instead of a stream
+_PRINTABLE_NO_PERCENT = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def header_value(value: Any) -> str | None:
+    """A claim as a header value. CR/LF and non-ASCII can never reach the wire raw."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, list | tuple):
+        text = ",".join(str(item) for item in value)
+    else:
+        text = str(value)
+    if text.isascii() and text.isprintable():
+        return text
+    return quote(text, safe=_PRINTABLE_NO_PERCENT)
+
+
+def strip_cookies(header: str, names: frozenset[str]) -> str:
+    """Remove the gateway's cookies from a Cookie header, leaving the rest byte-for-byte."""
+    kept = [
+        pair
+        for pair in header.split(";")
+        if pair.strip() and pair.split("=", 1)[0].strip() not in names
+    ]
+    return ";".join(kept).strip()
+
+
+def connection_tokens(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> set[str]:
+    """Headers named in Connection are hop-by-hop for this message too (RFC 9110 7.6.1)."""
+    value = headers.get(hdrs.CONNECTION)
+    return {t.strip().lower() for t in value.split(",")} if value else set()
+
+
+def upstream_headers(
+    request: web.BaseRequest,
+    *,
+    request_id: str,
+    principal: Principal | None,
+    identity_headers: tuple[tuple[str, str], ...],
+    identity_names: frozenset[str],
+    cookie_names: frozenset[str],
+    drop_authorization: bool,
+) -> CIMultiDict[str]:
+    drop = connection_tokens(request.headers)
+    forwarded_for: list[str] = []
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in request.headers.items():
+        lname = name.lower()
+        if (
+            lname in HOP_BY_HOP
+            or lname in _OWN
+            or lname in drop
+            or lname in identity_names
+            or lname.startswith("x-user-")
+        ):
+            continue
+        if lname == "cookie":
+            value = strip_cookies(value, cookie_names)
+            if not value:
+                continue
+        elif lname == "x-forwarded-for":
+            forwarded_for.append(value)
+            continue
+        elif lname == "authorization" and drop_authorization:
+            continue
+        out.add(name, value)
+    remote = request.remote
+    if remote:
+        forwarded_for.append(remote)
+    if forwarded_for:
+        out["X-Forwarded-For"] = ", ".join(forwarded_for)
+    out["X-Forwarded-Proto"] = request.scheme
+    if request.host:
+        out["X-Forwarded-Host"] = request.host
+    out["X-Request-Id"] = request_id
+    if principal is not None:
+        claims = principal.claims
+        for header, claim in identity_headers:
+            encoded = header_value(claims.get(claim))
+            if encoded is not None:
+                out[header] = encoded
+    return out
+
+
+def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    drop = connection_tokens(upstream.headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.headers.items():
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname in drop or lname == "content-length":
+            continue
+        out.add(name, value)
+    return out
+
+
+class UpstreamFailed(Exception):
+    """The upstream failed before its response started; mapped to 502 or 504."""
+
+    def __init__(self, timeout: bool) -> None:
+        super().__init__("timeout" if timeout else "unreachable")
+        self.timeout = timeout
+
+
+async def forward(
+    request: web.BaseRequest,
+    session: aiohttp.ClientSession,
+    url: URL,
+    headers: CIMultiDict[str],
+    timeout: aiohttp.ClientTimeout,
+    extra_headers: Iterable[tuple[str, str]] = (),
+) -> tuple[web.StreamResponse, int]:
+    """Send the request upstream and stream the answer back. Returns (response, upstream status)."""
+    data = request.content if request.body_exists else None
+    try:
+        upstream = await session.request(
+            request.method, url, headers=headers, data=data, allow_redirects=False, timeout=timeout
+        )
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        return responses.gateway_timeout(request), 0
+    except (aiohttp.ClientError, OSError):
+        return responses.bad_gateway(request), 0
+    try:
+        out_headers = response_headers(upstream)
+        for name, value in extra_headers:
+            if name.lower() == "set-cookie":
+                out_headers.add(name, value)
+            else:
+                out_headers[name] = value
+        status, length = upstream.status, upstream.content_length
+        if request.method != "HEAD" and length is not None and length <= _BUFFER_LIMIT:
+            try:
+                body = await upstream.read()
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                return responses.bad_gateway(request), status
+            return web.Response(
+                status=status, reason=upstream.reason, headers=out_headers, body=body
+            ), status
+        response = web.StreamResponse(status=status, reason=upstream.reason, headers=out_headers)
+        if length is not None:
+            response.content_length = length
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            # Headers are gone already: cutting the connection is the only honest signal,
+            # a clean end would pass a truncated body off as complete.
+            log.warning("upstream broke off mid-response: %s", type(exc).__name__)
+            if request.transport is not None:
+                request.transport.close()
+            return response, status
+        await response.write_eof()
+        return response, status
+    finally:
+        upstream.release()
+
+
+async def forward_websocket(
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    url: URL,
+    headers: CIMultiDict[str],
+    timeout: aiohttp.ClientTimeout,
+) -> tuple[web.StreamResponse, int]:
+    """Handshake with the upstream first, then with the client, then pump frames both ways."""
+    protocols = [
+        p.strip()
+        for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")
+        if p.strip()
+    ]
+    for name in _WS_HANDSHAKE | {"sec-websocket-protocol"}:
+        headers.popall(name, None)
+    ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
+    try:
+        upstream = await session.ws_connect(
+            ws_url,
+            headers=headers,
+            protocols=protocols,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10),
+            autoping=True,
+        )
+    except aiohttp.WSServerHandshakeError as exc:
+        return responses.bad_gateway(request), exc.status
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        return responses.gateway_timeout(request), 0
+    except (aiohttp.ClientError, OSError):
+        return responses.bad_gateway(request), 0
+    client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else ())
+    try:
+        await client.prepare(request)
+        await _pump(client, upstream)
+    finally:
+        await upstream.close()
+        await client.close()
+    return client, 101
+
+
+async def _pump(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    async def copy(
+        source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+        sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    ) -> None:
+        async for message in source:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                await sink.send_str(message.data)
+            elif message.type == aiohttp.WSMsgType.BINARY:
+                await sink.send_bytes(message.data)
+        code = source.close_code or aiohttp.WSCloseCode.OK
+        await sink.close(code=code)
+
+    tasks = [
+        asyncio.ensure_future(copy(client, upstream)),
+        asyncio.ensure_future(copy(upstream, client)),
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,99 @@
+"""The gateway's own answers: redirect to login, 400/401/403/404/502/504.
+
+Short bodies, JSON for programs and a line of HTML for people, never a
+traceback. Every one is `no-store` so a shared cache never keeps a denial
+(or a redirect) that belongs to one client.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from urllib.parse import quote
+
+from aiohttp import hdrs, web
+
+_NO_STORE = "no-store"
+
+
+def wants_html(request: web.BaseRequest) -> bool:
+    """A browser navigation: GET/HEAD, text/html preferred in Accept, not an XHR."""
+    if request.method not in ("GET", "HEAD"):
+        return False
+    if request.headers.get("X-Requested-With", "").lower() == "xmlhttprequest":
+        return False
+    return _prefers_html(request.headers.get(hdrs.ACCEPT, ""))
+
+
+def _prefers_html(accept: str) -> bool:
+    """True when text/html (or xhtml) is the first media range with the highest q."""
+    best_q, best_html = -1.0, False
+    for part in accept.split(","):
+        media, _, params = part.strip().partition(";")
+        media = media.strip().lower()
+        if not media:
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > best_q:
+            best_q, best_html = q, media in ("text/html", "application/xhtml+xml")
+    return best_html and best_q > 0
+
+
+def _answer(request: web.BaseRequest, status: int, code: str, text: str) -> web.Response:
+    if wants_html(request):
+        body = f"<!doctype html><title>{status}</title><p>{escape(text)}</p>\n"
+        response = web.Response(status=status, text=body, content_type="text/html")
+    else:
+        response = web.Response(
+            status=status,
+            text=json.dumps({"error": code, "message": text}),
+            content_type="application/json",
+        )
+    response.headers[hdrs.CACHE_CONTROL] = _NO_STORE
+    return response
+
+
+def bad_request(request: web.BaseRequest, why: str) -> web.Response:
+    return _answer(request, 400, "bad_request", f"Bad request: {why}.")
+
+
+def forbidden(request: web.BaseRequest) -> web.Response:
+    return _answer(request, 403, "forbidden", "You do not have access to this page.")
+
+
+def not_found(request: web.BaseRequest) -> web.Response:
+    return _answer(request, 404, "not_found", "Not found.")
+
+
+def bad_gateway(request: web.BaseRequest) -> web.Response:
+    return _answer(request, 502, "bad_gateway", "The application is not reachable.")
+
+
+def gateway_timeout(request: web.BaseRequest) -> web.Response:
+    return _answer(request, 504, "gateway_timeout", "The application did not answer in time.")
+
+
+def redirect_to_login(login_path: str, target: str) -> web.Response:
+    location = f"{login_path}?next={quote(target, safe='/')}"
+    response = web.Response(status=302, headers={hdrs.LOCATION: location})
+    response.headers[hdrs.CACHE_CONTROL] = _NO_STORE
+    return response
+
+
+def unauthorized(login_path: str, token_failed: bool) -> web.Response:
+    challenge = 'Bearer error="invalid_token"' if token_failed else "Bearer"
+    response = web.Response(
+        status=401,
+        text=json.dumps({"error": "unauthorized", "login": login_path}),
+        content_type="application/json",
+        headers={hdrs.WWW_AUTHENTICATE: challenge},
+    )
+    response.headers[hdrs.CACHE_CONTROL] = _NO_STORE
+    return response

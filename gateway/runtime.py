@@ -1,0 +1,90 @@
+"""Reloadable state: one immutable Snapshot inside a mutable Runtime.
+
+The aiohttp app freezes at startup, so a reload swaps the snapshot, never
+mutates it; a request reads `runtime.snapshot` once and uses that one
+consistently to the end, even if a reload lands meanwhile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import hdrs, web
+
+from .config import Config
+from .tokens import Verifier
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    config: Config
+    verifier: Verifier
+    upstream_base: str  # "http://host:port", the normalized path is appended
+    identity_names: frozenset[str]  # lower-cased identity header names, always stripped
+    cookie_names: frozenset[str]
+    reserved_paths: frozenset[str]  # answered by the gateway itself, never proxied
+    upstream_timeout: aiohttp.ClientTimeout
+
+    @classmethod
+    def build(cls, config: Config) -> Snapshot:
+        tokens = config.tokens
+        return cls(
+            config=config,
+            verifier=Verifier(
+                tokens.keys, issuer=tokens.issuer, audience=tokens.audience, leeway=tokens.leeway
+            ),
+            upstream_base=str(config.upstream).rstrip("/"),
+            identity_names=frozenset(h.lower() for h, _ in config.identity_headers),
+            cookie_names=frozenset((config.cookies.access, config.cookies.refresh)),
+            reserved_paths=frozenset((config.login.path, config.login.logout_path)),
+            upstream_timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=config.upstream_timeout, sock_read=config.upstream_timeout
+            ),
+        )
+
+
+class Runtime:
+    """What lives as long as the process: the current snapshot and the upstream client."""
+
+    def __init__(self, config: Config) -> None:
+        self.snapshot = Snapshot.build(config)
+        self._client: aiohttp.ClientSession | None = None
+
+    @property
+    def client(self) -> aiohttp.ClientSession:
+        if self._client is None:
+            raise RuntimeError("the upstream client is opened by the app's cleanup context")
+        return self._client
+
+    @property
+    def has_client(self) -> bool:
+        return self._client is not None and not self._client.closed
+
+    def swap(self, config: Config) -> None:
+        self.snapshot = Snapshot.build(config)
+
+    def open_client(self) -> aiohttp.ClientSession:
+        # One pooled keep-alive session for every request. DummyCookieJar: a shared
+        # session must never carry one user's upstream cookies into another's request.
+        self._client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=60),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=(
+                hdrs.USER_AGENT,
+                hdrs.ACCEPT,
+                hdrs.ACCEPT_ENCODING,
+                hdrs.CONTENT_TYPE,
+            ),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        return self._client
+
+    async def close_client(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+RUNTIME = web.AppKey("runtime", Runtime)

@@ -1,0 +1,117 @@
+"""JWT verification pinned to the configured algorithm -> Principal.
+
+The algorithm list handed to PyJWT is always the single configured one, so
+`alg: none` and HS256-signed-with-the-RSA-public-key are refused by
+construction. Verified claims are cached by token string until the token
+expires: the same cookie arrives on every request of a session and the
+signature check is the most expensive step of the request path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from .errors import TokenExpired, TokenInvalid
+from .keys import KeySet, Secret
+
+ACCESS = "access"
+REFRESH = "refresh"
+TYPE_CLAIM = "typ"
+MAX_TOKEN_BYTES = 8192
+_REQUIRED = ["exp", "iat", "sub", "iss", "aud", TYPE_CLAIM]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A verified identity. `claims` is the token payload, already checked."""
+
+    subject: str
+    roles: frozenset[str]
+    claims: Mapping[str, Any]
+    expires_at: float
+
+
+class Verifier:
+    """Verifies tokens of one key set; lives in a config snapshot, so a reload replaces it."""
+
+    def __init__(
+        self,
+        key_set: KeySet,
+        *,
+        issuer: str,
+        audience: str,
+        leeway: float,
+        cache_size: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._algorithms = [key_set.algorithm]
+        self._keys = [k.reveal() if isinstance(k, Secret) else k for k in key_set.verification_keys]
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway
+        self._clock = clock
+        self._cache: dict[str, Principal] = {}
+        self._cache_size = cache_size
+
+    def verify(self, token: str, expected_type: str = ACCESS) -> Principal:
+        """Raises TokenExpired or TokenInvalid; never returns an unverified identity."""
+        cached = self._cache.get(token)
+        if cached is not None:
+            if self._clock() < cached.expires_at + self._leeway:
+                if cached.claims[TYPE_CLAIM] == expected_type:
+                    return cached
+                raise TokenInvalid("wrong token type")
+            del self._cache[token]
+            raise TokenExpired("token expired")
+        principal = self._decode(token, expected_type)
+        if len(self._cache) >= self._cache_size:
+            # dicts keep insertion order: dropping the first entry evicts the oldest
+            del self._cache[next(iter(self._cache))]
+        self._cache[token] = principal
+        return principal
+
+    def _decode(self, token: str, expected_type: str) -> Principal:
+        if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
+            raise TokenInvalid("malformed token")
+        last: Exception | None = None
+        for key in self._keys:
+            try:
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=self._algorithms,
+                    audience=self._audience,
+                    issuer=self._issuer,
+                    leeway=self._leeway,
+                    options={"require": _REQUIRED},
+                )
+                break
+            except jwt.ExpiredSignatureError:
+                raise TokenExpired("token expired") from None
+            except jwt.InvalidSignatureError as exc:
+                last = exc  # maybe signed with another of the configured keys
+            except jwt.PyJWTError as exc:
+                raise TokenInvalid(type(exc).__name__) from None
+            except (ValueError, TypeError) as exc:
+                raise TokenInvalid(type(exc).__name__) from None
+        else:
+            raise TokenInvalid(type(last).__name__ if last else "no verification key")
+        if claims.get(TYPE_CLAIM) != expected_type:
+            raise TokenInvalid("wrong token type")
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise TokenInvalid("sub must be a non-empty string")
+        roles = claims.get("roles", [])
+        if isinstance(roles, str):
+            roles = [roles]
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise TokenInvalid("roles must be a list of strings")
+        exp = claims["exp"]
+        if not isinstance(exp, int | float):
+            raise TokenInvalid("exp must be a number")
+        return Principal(subject, frozenset(roles), claims, float(exp))
