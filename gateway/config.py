@@ -212,7 +212,7 @@ def _listen(top: Section, key: str, default: Listen) -> Listen:
     text = top.text(key, str(default))
     m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
     port = int(m.group(2) or m.group(4)) if m else -1
-    if m is None or not 0 < port < 65536:
+    if m is None or not 0 <= port < 65536:
         top.error(key, f"expected host:port like 0.0.0.0:8080 or [::1]:8080, got {text!r}")
         return default
     return Listen(m.group(1) or m.group(3), port)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeAlias
 from urllib.parse import quote
 
 import aiohttp
@@ -71,10 +71,13 @@ def strip_cookies(header: str, names: frozenset[str]) -> str:
     return ";".join(kept).strip()
 
 
-def connection_tokens(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> set[str]:
+def connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
     """Headers named in Connection are hop-by-hop for this message too (RFC 9110 7.6.1)."""
-    value = headers.get(hdrs.CONNECTION)
-    return {t.strip().lower() for t in value.split(",")} if value else set()
+    return {
+        token.strip().lower()
+        for value in headers.getall(hdrs.CONNECTION, ())
+        for token in value.split(",")
+    }
 
 
 def upstream_headers(
@@ -139,12 +142,7 @@ def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
     return out
 
 
-class UpstreamFailed(Exception):
-    """The upstream failed before its response started; mapped to 502 or 504."""
-
-    def __init__(self, timeout: bool) -> None:
-        super().__init__("timeout" if timeout else "unreachable")
-        self.timeout = timeout
+Socket: TypeAlias = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
 
 async def forward(
@@ -242,25 +240,28 @@ async def forward_websocket(
 
 
 async def _pump(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
-    async def copy(
-        source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-        sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-    ) -> None:
+    """Copy frames both ways until one side closes, then close the other with the same code."""
+
+    async def copy(source: Socket, sink: Socket) -> Socket:
         async for message in source:
             if message.type == aiohttp.WSMsgType.TEXT:
                 await sink.send_str(message.data)
             elif message.type == aiohttp.WSMsgType.BINARY:
                 await sink.send_bytes(message.data)
-        code = source.close_code or aiohttp.WSCloseCode.OK
-        await sink.close(code=code)
+        return source
 
-    tasks = [
-        asyncio.ensure_future(copy(client, upstream)),
-        asyncio.ensure_future(copy(upstream, client)),
-    ]
+    tasks: dict[asyncio.Future[Socket], Socket] = {
+        asyncio.ensure_future(copy(client, upstream)): upstream,
+        asyncio.ensure_future(copy(upstream, client)): client,
+    }
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        # only one reader per socket: stop the other direction before closing its sink
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and task.exception() is None:
+            source = task.result()
+            await tasks[task].close(code=source.close_code or aiohttp.WSCloseCode.OK)

@@ -195,8 +195,12 @@ class Section:
             seconds = parse_duration(v) if isinstance(v, str) else None
             return seconds if seconds is not None and seconds >= minimum else None
 
-        floor = f" of at least {minimum:g}s" if minimum else ""
-        return self._get(key, default, check, f"a duration like 500ms, 30s, 15m, 14d{floor}")
+        floor = (
+            " greater than 0" if 0 < minimum < 1 else f" of at least {minimum:g}s" * bool(minimum)
+        )
+        return self._get(
+            key, default, check, f"a duration with a unit (500ms, 30s, 15m, 14d){floor}"
+        )
 
     def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
         return self._get(

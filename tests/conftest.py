@@ -1,0 +1,369 @@
+"""Shared fixtures: a real upstream app on loopback, configs on disk, tokens, a real gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import create_app
+from gateway.config import load
+
+SECRET_ENV = "GATEWAY_TEST_SECRET"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- the upstream: a real aiohttp app that reports what it received ---------------------
+
+
+async def _echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.json_response(
+        {
+            "method": request.method,
+            "path": request.raw_path,
+            "headers": [[k, v] for k, v in request.headers.items()],
+            "body_length": len(body),
+        }
+    )
+
+
+async def _slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(float(request.query.get("s", "5")))
+    return web.Response(text="late")
+
+
+async def _set_cookies(request: web.Request) -> web.Response:
+    response = web.Response(text="cookies")
+    response.headers.add("Set-Cookie", "a=1; Path=/")
+    response.headers.add("Set-Cookie", "b=2; Path=/; HttpOnly")
+    return response
+
+
+async def _hop(request: web.Request) -> web.Response:
+    return web.Response(
+        text="hop",
+        headers={"Connection": "X-Private-Hop", "X-Private-Hop": "1", "Keep-Alive": "timeout=5"},
+    )
+
+
+async def _stream(request: web.Request) -> web.StreamResponse:
+    """`n` bytes, chunked, generated on the fly: nothing the size of the body is held."""
+    remaining = int(request.match_info["n"])
+    response = web.StreamResponse()
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    chunk = b"x" * (1024 * 1024)
+    while remaining > 0:
+        piece = chunk[: min(remaining, len(chunk))]
+        await response.write(piece)
+        remaining -= len(piece)
+    await response.write_eof()
+    return response
+
+
+async def _upload(request: web.Request) -> web.Response:
+    digest, total = hashlib.sha256(), 0
+    async for chunk in request.content.iter_any():
+        digest.update(chunk)
+        total += len(chunk)
+    return web.json_response({"length": total, "sha256": digest.hexdigest()})
+
+
+async def _ws(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(protocols=("chat",))
+    await ws.prepare(request)
+    await ws.send_json(
+        {"x-user-id": request.headers.get("X-User-Id"), "cookie": request.headers.get("Cookie")}
+    )
+    async for message in ws:
+        if message.type == web.WSMsgType.TEXT:
+            await ws.send_str("echo:" + message.data)
+        elif message.type == web.WSMsgType.BINARY:
+            await ws.send_bytes(message.data)
+    return ws
+
+
+def upstream_app() -> web.Application:
+    app = web.Application(client_max_size=1024**2)
+    app.router.add_route("*", "/slow", _slow)
+    app.router.add_get("/set-cookies", _set_cookies)
+    app.router.add_get("/hop", _hop)
+    app.router.add_get("/stream/{n:[0-9]+}", _stream)
+    app.router.add_post("/upload", _upload)
+    app.router.add_get("/ws", _ws)
+    app.router.add_route("*", "/{tail:.*}", _echo)
+    return app
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> TestServer:
+    server: TestServer = await aiohttp_server(upstream_app())
+    return server
+
+
+# -- config files and tokens ------------------------------------------------------------
+
+
+@pytest.fixture
+def secret(monkeypatch: pytest.MonkeyPatch) -> str:
+    value = secrets.token_urlsafe(48)
+    monkeypatch.setenv(SECRET_ENV, value)
+    return value
+
+
+BASE_ROUTES = """
+routes:
+  - path: /public/:path*
+    auth: public
+  - path: /admin/:path*
+    roles: [admin]
+  - path: /api/:path*
+    on_unauthenticated: status
+  - path: /web/:path*
+    on_unauthenticated: redirect
+  - path: /maybe/:path*
+    auth: optional
+  - path: /internal/:path*
+    auth: deny
+default: required
+"""
+
+
+def config_text(upstream_url: str, extra: str = "", routes: str = BASE_ROUTES) -> str:
+    return (
+        textwrap.dedent(
+            f"""
+            listen: 127.0.0.1:0
+            admin_listen: 127.0.0.1:1
+            upstream: {upstream_url}
+            upstream_timeout: 1s
+            tokens:
+              algorithm: HS256
+              secret_env: {SECRET_ENV}
+            cookies:
+              secure: false
+            """
+        )
+        + textwrap.dedent(routes)
+        + textwrap.dedent(extra)
+    )
+
+
+def write_config(directory: Path, text: str, name: str = "config.yaml") -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def mint(
+    secret: str | bytes | Any,
+    *,
+    algorithm: str = "HS256",
+    headers: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> str:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": "alice",
+        "email": "alice@example.com",
+        "name": "Alice",
+        "roles": ["admin"],
+        "typ": "access",
+        "iss": "gateway",
+        "aud": "upstream",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 900,
+        "jti": uuid.uuid4().hex,
+    }
+    claims.update(overrides)
+    for key in [k for k, v in claims.items() if v is None]:
+        del claims[key]
+    return jwt.encode(claims, secret, algorithm=algorithm, headers=headers)
+
+
+GatewayFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+def make_gateway(
+    aiohttp_client: Any, upstream: TestServer, tmp_path: Path, secret: str
+) -> GatewayFactory:
+    """Build an in-process gateway in front of `upstream` (or another URL) and a client for it."""
+
+    async def factory(
+        extra: str = "", routes: str = BASE_ROUTES, upstream_url: str | None = None
+    ) -> TestClient[web.Request, web.Application]:
+        url = upstream_url or str(upstream.make_url("")).rstrip("/")
+        path = write_config(tmp_path, config_text(url, extra, routes))
+        client: TestClient[web.Request, web.Application] = await aiohttp_client(
+            create_app(load(path))
+        )
+        return client
+
+    return factory
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory) -> TestClient[web.Request, web.Application]:
+    return await make_gateway()
+
+
+@pytest.fixture
+def token(secret: str) -> str:
+    return mint(secret)
+
+
+def received(payload: dict[str, Any]) -> dict[str, list[str]]:
+    """The echo upstream's header list -> lower-cased name: all values."""
+    out: dict[str, list[str]] = {}
+    for name, value in payload["headers"]:
+        out.setdefault(name.lower(), []).append(value)
+    return out
+
+
+# -- the real gateway process -----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class GatewayProcess:
+    proc: subprocess.Popen[bytes]
+    url: str
+    admin_url: str
+    log: Path
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback only
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {seconds}s")
+
+
+@pytest.fixture
+def spawn_gateway(tmp_path: Path, secret: str) -> Iterator[Callable[[str], GatewayProcess]]:
+    """Start `python -m gateway serve` on free loopback ports; stopped at teardown."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(config_body: str) -> GatewayProcess:
+        port, admin = free_port(), free_port()
+        text = config_body.replace("127.0.0.1:0", f"127.0.0.1:{port}", 1).replace(
+            "127.0.0.1:1", f"127.0.0.1:{admin}", 1
+        )
+        path = write_config(tmp_path, text, f"gw-{port}.yaml")
+        log = tmp_path / f"gw-{port}.log"
+        env = {**os.environ, SECRET_ENV: secret}
+        with log.open("wb") as sink:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
+            )
+        procs.append(proc)
+        admin_url = f"http://127.0.0.1:{admin}"
+        _wait_http(admin_url + "/healthz", proc)
+        return GatewayProcess(proc, f"http://127.0.0.1:{port}", admin_url, log)
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+async def upstream_url(upstream: TestServer) -> AsyncIterator[str]:
+    yield str(upstream.make_url("")).rstrip("/")
+
+
+def log_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def raw_request(
+    client: TestClient[web.Request, web.Application],
+    target: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+) -> RawResponse:
+    """Send a request line byte-for-byte: HTTP client libraries "fix" the paths under test."""
+    assert client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{client.port}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        parsed[name.strip().lower()] = value.strip()
+    if parsed.get("transfer-encoding") == "chunked":
+        body = _dechunk(body)
+    return RawResponse(int(status_line.split()[1]), parsed, body)
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = b""
+    while data:
+        size_line, _, rest = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        data = rest[size + 2 :]
+    return out
