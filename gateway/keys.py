@@ -95,24 +95,26 @@ _KIND = {
 
 
 def private_key(path: Path, algorithm: str) -> Any:
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as exc:
-        raise KeyProblem(f"cannot read {path}: {exc.strerror}") from None
-    except (ValueError, TypeError):
-        raise KeyProblem(f"{path} is not an unencrypted PEM private key") from None
-    if not _key_kind_ok(algorithm, key):
-        raise KeyProblem(f"{path}: {algorithm} needs {_KIND[algorithm]}")
-    return key
+    return _load_pem(path, algorithm, private=True)
 
 
 def public_key(path: Path, algorithm: str) -> Any:
+    return _load_pem(path, algorithm, private=False)
+
+
+def _load_pem(path: Path, algorithm: str, *, private: bool) -> Any:
+    what = "an unencrypted PEM private key" if private else "a PEM public key"
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
+        data = path.read_bytes()
+        key: Any = (
+            serialization.load_pem_private_key(data, password=None)
+            if private
+            else serialization.load_pem_public_key(data)
+        )
     except OSError as exc:
         raise KeyProblem(f"cannot read {path}: {exc.strerror}") from None
     except (ValueError, TypeError):
-        raise KeyProblem(f"{path} is not a PEM public key") from None
+        raise KeyProblem(f"{path} is not {what}") from None
     if not _key_kind_ok(algorithm, key):
         raise KeyProblem(f"{path}: {algorithm} needs {_KIND[algorithm]}")
     return key

@@ -80,6 +80,21 @@ async def _stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _broken(request: web.Request) -> web.StreamResponse:
+    """Promises a megabyte, sends a kilobyte, then drops the connection."""
+    response = web.StreamResponse()
+    if request.query.get("chunked"):
+        response.enable_chunked_encoding()
+    else:
+        response.content_length = 1024 * 1024
+    await response.prepare(request)
+    await response.write(b"z" * 1024)
+    await asyncio.sleep(0.05)
+    assert request.transport is not None
+    request.transport.abort()
+    return response
+
+
 async def _upload(request: web.Request) -> web.Response:
     digest, total = hashlib.sha256(), 0
     async for chunk in request.content.iter_any():
@@ -109,6 +124,7 @@ def upstream_app() -> web.Application:
     app.router.add_get("/hop", _hop)
     app.router.add_get("/stream/{n:[0-9]+}", _stream)
     app.router.add_post("/upload", _upload)
+    app.router.add_get("/broken", _broken)
     app.router.add_get("/ws", _ws)
     app.router.add_route("*", "/{tail:.*}", _echo)
     return app

@@ -225,3 +225,16 @@ async def test_websocket_is_authenticated_then_proxied(
         assert (await ws.receive(timeout=5)).data == "echo:hi"
         await ws.send_bytes(b"\x00\x01")
         assert (await ws.receive(timeout=5)).data == b"\x00\x01"
+
+
+@pytest.mark.parametrize("query", ["", "?chunked=1"])
+async def test_upstream_dying_mid_body_is_not_passed_off_as_complete(
+    make_gateway: GatewayFactory, query: str
+) -> None:
+    client = await make_gateway(routes="routes: []\ndefault: public\n")
+    response = await client.get("/broken" + query)
+    assert response.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    # and the gateway keeps serving
+    assert (await client.get("/x")).status == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
 
@@ -18,10 +19,23 @@ ALLOWED_GROWTH = 100 * 1024**2
 pytestmark = pytest.mark.slow
 
 
-async def _watch_rss(gateway: GatewayProcess, peak: list[int], stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        peak[0] = max(peak[0], gateway.rss_bytes())
-        await asyncio.sleep(0.05)
+@contextlib.asynccontextmanager
+async def rss_growth(gateway: GatewayProcess) -> AsyncIterator[list[int]]:
+    """Samples the gateway's RSS while the block runs; yields [peak growth in bytes]."""
+    baseline = gateway.rss_bytes()
+    growth, stop = [0], asyncio.Event()
+
+    async def watch() -> None:
+        while not stop.is_set():
+            growth[0] = max(growth[0], gateway.rss_bytes() - baseline)
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield growth
+    finally:
+        stop.set()
+        await watcher
 
 
 @pytest.fixture
@@ -41,29 +55,24 @@ async def test_1gib_upload_streams_with_flat_memory(
     async with aiohttp.ClientSession(cookies=cookies) as session:
         async with session.post(gateway.url + "/upload", data=b"warm-up") as warm:
             assert warm.status == 200
-        baseline = gateway.rss_bytes()
-        peak, stop = [baseline], asyncio.Event()
-        watcher = asyncio.create_task(_watch_rss(gateway, peak, stop))
 
         async def body() -> AsyncIterator[bytes]:
             for _ in range(GIB // len(CHUNK)):
                 yield CHUNK
 
-        try:
-            async with session.post(
+        async with (
+            rss_growth(gateway) as growth,
+            session.post(
                 gateway.url + "/upload", data=body(), timeout=aiohttp.ClientTimeout(total=300)
-            ) as response:
-                assert response.status == 200
-                result = await response.json()
-        finally:
-            stop.set()
-            await watcher
+            ) as response,
+        ):
+            assert response.status == 200
+            result = await response.json()
     expected = hashlib.sha256()
     for _ in range(GIB // len(CHUNK)):
         expected.update(CHUNK)
     assert result == {"length": GIB, "sha256": expected.hexdigest()}
-    growth = peak[0] - baseline
-    assert growth < ALLOWED_GROWTH, f"gateway RSS grew by {growth / 1024**2:.0f} MiB"
+    assert growth[0] < ALLOWED_GROWTH, f"gateway RSS grew by {growth[0] / 1024**2:.0f} MiB"
 
 
 async def test_1gib_download_streams_with_flat_memory(
@@ -75,20 +84,15 @@ async def test_1gib_download_streams_with_flat_memory(
         async with session.get(gateway.url + "/stream/1024") as warm:
             assert warm.status == 200
             await warm.read()
-        baseline = gateway.rss_bytes()
-        peak, stop = [baseline], asyncio.Event()
-        watcher = asyncio.create_task(_watch_rss(gateway, peak, stop))
         total = 0
-        try:
-            async with session.get(
+        async with (
+            rss_growth(gateway) as growth,
+            session.get(
                 gateway.url + f"/stream/{GIB}", timeout=aiohttp.ClientTimeout(total=300)
-            ) as response:
-                assert response.status == 200
-                async for chunk in response.content.iter_chunked(1024 * 1024):
-                    total += len(chunk)
-        finally:
-            stop.set()
-            await watcher
+            ) as response,
+        ):
+            assert response.status == 200
+            async for chunk in response.content.iter_chunked(1024 * 1024):
+                total += len(chunk)
     assert total == GIB
-    growth = peak[0] - baseline
-    assert growth < ALLOWED_GROWTH, f"gateway RSS grew by {growth / 1024**2:.0f} MiB"
+    assert growth[0] < ALLOWED_GROWTH, f"gateway RSS grew by {growth[0] / 1024**2:.0f} MiB"
