@@ -89,7 +89,7 @@ def _check(path: str) -> int:
     routes = config.routes.routes
     print(
         f"{path}: OK: {len(routes)} route{'s' * (len(routes) != 1)},"
-        f" default {config.routes.match('GET', '/(unmatched)').auth},"
+        f" default {config.routes.default.auth},"
         f" upstream {config.upstream}, {config.tokens.keys.algorithm} tokens,"
         f" store {config.store.scheme}://, listen {config.listen}, admin {config.admin_listen}"
     )
@@ -106,6 +106,9 @@ def _explain(path: str, method: str, target: str, token: str | None) -> int:
         normalized = normalize(raw_path)
     except BadPath as exc:
         print(f"{method} {target}\n  decision: 400 bad request ({exc})")
+        return EXIT_OK
+    if normalized in (config.login.path, config.login.logout_path):
+        print(f"{method} {normalized}\n  answered by the gateway itself (login.path / logout_path)")
         return EXIT_OK
     route = config.routes.match(method, normalized)
     where = f"routes[{route.index}] line {route.line}" if route.index >= 0 else "no route matched"

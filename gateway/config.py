@@ -35,7 +35,7 @@ _HEADER_RESERVED = frozenset(
         "Host", "Cookie", "Set-Cookie", "Authorization", "Content-Length", "Content-Type",
         "Transfer-Encoding", "Connection", "Upgrade", "TE", "Trailer", "Keep-Alive",
         "Proxy-Authorization", "Proxy-Authenticate", "X-Forwarded-For", "X-Forwarded-Proto",
-        "X-Forwarded-Host", "X-Request-Id",
+        "X-Forwarded-Host", "X-Request-Id", "Forwarded",
     )
 )  # fmt: skip
 _AUTH_MODES = ("required", "optional", "public", "deny")
@@ -153,7 +153,7 @@ def _build(top: Section, base: Path, source: Path) -> Config | None:
     upstream = _upstream(top)
     listen = _listen(top, "listen", Listen("0.0.0.0", 8080))  # noqa: S104
     admin = _listen(top, "admin_listen", Listen("127.0.0.1", 9090))
-    if listen == admin:
+    if _overlap(listen, admin):
         top.error("admin_listen", "must differ from listen: the admin endpoints are never proxied")
     upstream_timeout = top.duration("upstream_timeout", 60, minimum=0.001)
     drain_timeout = top.duration("drain_timeout", 20)
@@ -198,7 +198,7 @@ def _upstream(top: Section) -> URL | None:
     ):
         return None
     text = top.text("upstream")
-    url = URL(text) if text else None
+    url = _url(text)
     if url is None or url.scheme not in ("http", "https") or not url.host:
         top.error("upstream", f"expected an http:// or https:// URL, got {text!r}")
         return None
@@ -206,6 +206,14 @@ def _upstream(top: Section) -> URL | None:
         top.error("upstream", "expected scheme://host[:port] only, without path, query or user")
         return None
     return url.with_path("")
+
+
+def _url(text: str | None) -> URL | None:
+    """None for text that does not parse as a URL (yarl raises on things like 'http://[::1')."""
+    try:
+        return URL(text) if text else None
+    except ValueError:
+        return None
 
 
 def _listen(top: Section, key: str, default: Listen) -> Listen:
@@ -218,13 +226,21 @@ def _listen(top: Section, key: str, default: Listen) -> Listen:
     return Listen(m.group(1) or m.group(3), port)
 
 
+def _overlap(a: Listen, b: Listen) -> bool:
+    """Two listeners that would bind the same port (port 0 always gets a fresh one)."""
+    wildcard = {"0.0.0.0", "::", ""}  # noqa: S104
+    same_host = a.host == b.host or a.host in wildcard or b.host in wildcard
+    return a.port == b.port != 0 and same_host
+
+
 def _tokens(sec: Section, base: Path) -> TokensConfig | None:
     algorithm = sec.choice("algorithm", keys.ALGORITHMS, "HS256")
     key_set = _key_set(sec, base, algorithm)
     access_ttl = sec.duration("access_ttl", 15 * 60, minimum=1)
     refresh_ttl = sec.duration("refresh_ttl", 14 * 86400, minimum=1)
-    if refresh_ttl <= access_ttl and sec.has("refresh_ttl"):
-        sec.error("refresh_ttl", "must be longer than access_ttl")
+    if refresh_ttl <= access_ttl:
+        key = "refresh_ttl" if sec.has("refresh_ttl") else "access_ttl"
+        sec.error(key, "refresh_ttl must be longer than access_ttl")
     result = TokensConfig(
         keys=key_set or keys.KeySet(algorithm="HS256", signing_key=None, verification_keys=()),
         issuer=sec.text("issuer", "gateway"),
@@ -253,9 +269,9 @@ def _key_set(sec: Section, base: Path, algorithm: str) -> keys.KeySet | None:
             return None
         try:
             secret = (
-                keys.secret_from_env(secret_env)
+                keys.secret_from_env(secret_env, algorithm)
                 if secret_env
-                else keys.secret_from_file(base / str(secret_file))
+                else keys.secret_from_file(base / str(secret_file), algorithm)
             )
         except keys.KeyProblem as exc:
             sec.error("secret_env" if secret_env else "secret_file", str(exc))
@@ -318,8 +334,8 @@ def _cookies(sec: Section) -> CookiesConfig:
 
 def _store(top: Section) -> URL:
     text = top.text("store", "memory://")
-    url = URL(text)
-    if url.scheme not in ("memory", "redis", "rediss"):
+    url = _url(text)
+    if url is None or url.scheme not in ("memory", "redis", "rediss"):
         top.error(
             "store", f"expected memory://, redis://host:port/db or rediss://..., got {text!r}"
         )
@@ -339,10 +355,11 @@ def _login(sec: Section, base: Path) -> LoginConfig:
     verify_text = sec.opt_text("verify_url")
     if users_file and verify_text:
         sec.error("verify_url", "use users_file or verify_url, not both")
-    verify_url = URL(verify_text) if verify_text else None
-    if verify_url is not None and (
-        verify_url.scheme not in ("http", "https") or not verify_url.host
-    ):
+    verify_url = _url(verify_text)
+    bad_verify = (
+        verify_url is None or verify_url.scheme not in ("http", "https") or not verify_url.host
+    )
+    if verify_text and bad_verify:
         sec.error("verify_url", f"expected an http:// or https:// URL, got {verify_text!r}")
     files: dict[str, Path | None] = {}
     for key, name in (("users_file", users_file), ("template", template)):
@@ -387,15 +404,17 @@ def _routes(top: Section) -> tuple[RouteTable | None, list[str]]:
 def _route(sec: Section, index: int) -> Route | None:
     line = sec.node.start_mark.line + 1 if sec.node is not None else 0
     path, regex = sec.opt_text("path"), sec.opt_text("regex")
+    compiled: re.Pattern[str] | None = None
     if (path is None) == (regex is None):
         sec.error("path", "each route needs exactly one of path or regex")
-        return None
-    try:
-        compiled = compile_pattern(path) if path is not None else re.compile(str(regex), re.I)
-    except (ValueError, re.error) as exc:
-        sec.error("path" if path is not None else "regex", str(exc))
-        compiled = None
+    else:
+        try:
+            compiled = compile_pattern(path) if path is not None else re.compile(str(regex), re.I)
+        except (ValueError, re.error) as exc:
+            sec.error("path" if path is not None else "regex", str(exc))
     methods = sec.text_list("methods")
+    if methods == []:
+        sec.error("methods", "an empty list would never match; leave methods out to match all")
     for m in methods or ():
         if m.upper() not in _HTTP_METHODS:
             sec.error("methods", f"unknown HTTP method {m!r}")
@@ -426,10 +445,12 @@ def _identity_headers(top: Section) -> tuple[tuple[str, str], ...]:
         top.value_node("identity_headers")
         return DEFAULT_IDENTITY_HEADERS
     sec = top.section("identity_headers")
-    result = []
+    result: list[tuple[str, str]] = []
     for header, _, value_node in sec.entries():
         claim = sec.plain(value_node)
-        if not _TOKEN_CHARS.match(header):
+        if header.lower() in {h.lower() for h, _ in result}:
+            sec.error(header, "the same header twice (header names ignore case)")
+        elif not _TOKEN_CHARS.match(header):
             sec.error(header, "not a valid header name")
         elif header.lower() in _HEADER_RESERVED:
             sec.error(header, "this header is managed by the gateway or the HTTP layer")
@@ -446,6 +467,8 @@ def _assertion(top: Section, base: Path) -> AssertionConfig | None:
         return None
     sec = top.section("identity_assertion")
     header = sec.text("header", "X-User-Assertion")
+    if not _TOKEN_CHARS.match(header) or header.lower() in _HEADER_RESERVED:
+        sec.error("header", f"{header!r} cannot be used as the assertion header")
     key_file = (
         sec.text("private_key_file") if sec.required("private_key_file", "a PEM file") else ""
     )

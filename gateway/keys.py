@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 Algorithm = Literal["HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"]
 ALGORITHMS: tuple[str, ...] = ("HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA")
-HMAC_MIN_BYTES = 32
+# RFC 7518 section 3.2: an HMAC key at least as long as the hash output
+HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 
 class Secret:
@@ -53,26 +54,27 @@ class KeyProblem(ValueError):
     """A key could not be loaded; the message is safe to show (never the key)."""
 
 
-def secret_from_env(name: str) -> Secret:
+def secret_from_env(name: str, algorithm: str) -> Secret:
     value = os.environ.get(name)
     if value is None or not value.strip():
         raise KeyProblem(f"environment variable {name} is not set or empty")
-    return _hmac_secret(value.strip().encode())
+    return _hmac_secret(value.strip().encode(), algorithm)
 
 
-def secret_from_file(path: Path) -> Secret:
+def secret_from_file(path: Path, algorithm: str) -> Secret:
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise KeyProblem(f"cannot read {path}: {exc.strerror}") from None
-    return _hmac_secret(data.strip())
+    return _hmac_secret(data.strip(), algorithm)
 
 
-def _hmac_secret(value: bytes) -> Secret:
-    if len(value) < HMAC_MIN_BYTES:
+def _hmac_secret(value: bytes, algorithm: str) -> Secret:
+    minimum = HMAC_MIN_BYTES[algorithm]
+    if len(value) < minimum:
         raise KeyProblem(
-            f"an HMAC secret must be at least {HMAC_MIN_BYTES} bytes, this one is {len(value)};"
-            " generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            f"an {algorithm} secret must be at least {minimum} bytes, this one is {len(value)};"
+            " generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(64))'"
         )
     return Secret(value)
 

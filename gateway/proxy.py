@@ -174,7 +174,9 @@ async def forward(
         if request.method != "HEAD" and length is not None and length <= _BUFFER_LIMIT:
             try:
                 body = await upstream.read()
-            except (TimeoutError, aiohttp.ClientError, OSError):
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                return responses.gateway_timeout(request), status
+            except (aiohttp.ClientError, OSError):
                 return responses.bad_gateway(request), status
             return web.Response(
                 status=status, reason=upstream.reason, headers=out_headers, body=body
@@ -216,13 +218,14 @@ async def forward_websocket(
         headers.popall(name, None)
     ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
     try:
-        upstream = await session.ws_connect(
-            ws_url,
-            headers=headers,
-            protocols=protocols,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10),
-            autoping=True,
-        )
+        async with asyncio.timeout(timeout.sock_read):
+            upstream = await session.ws_connect(
+                ws_url,
+                headers=headers,
+                protocols=protocols,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10),
+                autoping=True,
+            )
     except aiohttp.WSServerHandshakeError as exc:
         return responses.bad_gateway(request), exc.status
     except (TimeoutError, aiohttp.ServerTimeoutError):

@@ -215,17 +215,17 @@ def default_route(auth: AuthMode) -> Route:
 class RouteTable:
     """Compiled once per config; `match` is first-match-wins, then the default."""
 
-    __slots__ = ("_default", "routes")
+    __slots__ = ("default", "routes")
 
     def __init__(self, routes: tuple[Route, ...], default: Route) -> None:
         self.routes = routes
-        self._default = default
+        self.default = default
 
     def match(self, method: str, path: str) -> Route:
         for route in self.routes:
             if route.matches(method, path):
                 return route
-        return self._default
+        return self.default
 
 
 def methods_with_head(methods: list[str] | None) -> frozenset[str] | None:
@@ -255,13 +255,17 @@ def shadowing(earlier: Route, later: Route) -> bool:
         return False
     literal = _literal_prefix(later.source)
     if literal == later.source:
-        return earlier.matches(next(iter(later.methods or {"GET"})), literal)
+        # a literal route also matches its trailing-slash twin: both must be covered
+        method = next(iter(later.methods or {"GET"}))
+        twin = literal.rstrip("/") + "/" if literal != "/" else literal
+        return earlier.matches(method, literal) and earlier.matches(method, twin)
     if earlier.is_regex:
         return False
     base, kind = _prefix_rule(earlier.source)
     if base is None:
         return False
-    anchor = literal.rstrip("/").lower()
+    # only whole segments count: '/api:v' is not under '/api/'
+    anchor = literal[: literal.rfind("/")].lower()
     if kind == "*":
         return anchor == base or anchor.startswith(base + "/")
     return anchor.startswith(base + "/") and len(anchor) > len(base) + 1

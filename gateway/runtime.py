@@ -35,7 +35,11 @@ class Snapshot:
                 tokens.keys, issuer=tokens.issuer, audience=tokens.audience, leeway=tokens.leeway
             ),
             upstream_base=str(config.upstream).rstrip("/"),
-            identity_names=frozenset(h.lower() for h, _ in config.identity_headers),
+            identity_names=frozenset(
+                h.lower()
+                for h in [h for h, _ in config.identity_headers]
+                + ([config.identity_assertion.header] if config.identity_assertion else [])
+            ),
             cookie_names=frozenset((config.cookies.access, config.cookies.refresh)),
             reserved_paths=frozenset((config.login.path, config.login.logout_path)),
             upstream_timeout=aiohttp.ClientTimeout(

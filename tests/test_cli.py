@@ -122,6 +122,8 @@ def test_explain_prints_route_and_decision(tmp_path: Path, secret: str) -> None:
     assert "token:    rejected (expired)" in expired.stdout
     bad = gateway("explain", "--config", str(path), "GET", "/admin%2fx")
     assert "decision: 400 bad request" in bad.stdout
+    login = gateway("explain", "--config", str(path), "GET", "/login")
+    assert "answered by the gateway itself" in login.stdout
     other = gateway("explain", "--config", str(path), "post", "/nowhere")
     assert "route:    (default) (no route matched)" in other.stdout
 

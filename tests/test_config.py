@@ -212,6 +212,21 @@ def test_key_of_the_wrong_kind_is_refused(tmp_path: Path) -> None:
         ("upstream: http://127.0.0.1:1\nupstream: http://127.0.0.1:2", "duplicate key"),
         ("tokens: [1, 2]", "expected a mapping"),
         ("routes:\n  - path: /a\n   bad: indent", "(yaml)"),
+        ("upstream: http://[::1", "expected an http:// or https:// URL"),
+        ("store: redis://[::1", "store: expected memory://"),
+        ("login: {verify_url: 'http://[::1'}", "expected an http:// or https:// URL"),
+        ("routes: [{path: /a, methods: []}]", "an empty list would never match"),
+        (
+            "tokens: {secret_env: GATEWAY_TEST_SECRET, access_ttl: 20d}",
+            "refresh_ttl must be longer",
+        ),
+        ("listen: 0.0.0.0:9090\nadmin_listen: 127.0.0.1:9090", "must differ from listen"),
+        ("identity_headers: {X-User-Id: sub, x-user-id: email}", "the same header twice"),
+        ("identity_headers: {Forwarded: sub}", "managed by the gateway"),
+        (
+            "identity_assertion: {header: 'bad header', private_key_file: config.yaml}",
+            "cannot be used",
+        ),
     ],
 )
 def test_rules(tmp_path: Path, secret: str, snippet: str, expected: str) -> None:
@@ -238,3 +253,31 @@ def test_shadowed_route_is_a_warning_not_an_error(tmp_path: Path, secret: str) -
     config = load(write_config(tmp_path, config_text("http://127.0.0.1:3000", routes=routes)))
     assert len(config.warnings) == 1
     assert "routes[1] (/api/health) can never match: routes[0] (/api/:path*)" in config.warnings[0]
+
+
+def test_route_without_path_reports_only_that(tmp_path: Path, secret: str) -> None:
+    found = problems(
+        tmp_path,
+        f"""\
+        upstream: http://127.0.0.1:3000
+        tokens: {{secret_env: {SECRET_ENV}}}
+        routes:
+          - auth: public
+            methods: [GET]
+        """,
+    )
+    assert len(found) == 1
+    assert "routes[0].path: each route needs exactly one of path or regex" in found[0]
+
+
+@pytest.mark.parametrize(("algorithm", "minimum"), [("HS256", 32), ("HS384", 48), ("HS512", 64)])
+def test_hmac_secret_at_least_as_long_as_the_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, algorithm: str, minimum: int
+) -> None:
+    monkeypatch.setenv("SIZED_SECRET", "k" * (minimum - 1))
+    tokens = f"{{algorithm: {algorithm}, secret_env: SIZED_SECRET}}"
+    text = f"upstream: http://127.0.0.1:3000\ntokens: {tokens}\n"
+    found = problems(tmp_path, text)
+    assert any(f"at least {minimum} bytes, this one is {minimum - 1}" in line for line in found)
+    monkeypatch.setenv("SIZED_SECRET", "k" * minimum)
+    assert load(tmp_path / "config.yaml").tokens.keys.algorithm == algorithm

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
@@ -238,3 +239,27 @@ async def test_upstream_dying_mid_body_is_not_passed_off_as_complete(
         await response.read()
     # and the gateway keeps serving
     assert (await client.get("/x")).status == 200
+
+
+async def test_websocket_handshake_to_a_silent_upstream_gives_504(
+    make_gateway: GatewayFactory, secret: str
+) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        client = await make_gateway(
+            routes="routes: []\ndefault: public\n", upstream_url=f"http://127.0.0.1:{port}"
+        )
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect("/ws")
+        assert refused.value.status == 504
+    finally:
+        for writer in accepted:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()

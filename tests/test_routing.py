@@ -133,3 +133,11 @@ def test_method_restricted_route_does_not_shadow_all_methods() -> None:
 def test_literal_route_shadowed_by_earlier_regex() -> None:
     assert shadowing(_route(0, "^/static/", is_regex=True), _route(1, "/static/app.js"))
     assert not shadowing(_route(0, "^/static/", is_regex=True), _route(1, "/other"))
+    # '/health' also matches '/health/', which '^/health$' does not
+    assert not shadowing(_route(0, "^/health$", is_regex=True), _route(1, "/health"))
+    assert shadowing(_route(0, "^/health/?$", is_regex=True), _route(1, "/health"))
+
+
+def test_parameter_glued_to_a_literal_is_not_under_that_directory() -> None:
+    assert not shadowing(_route(0, "/api/:path*"), _route(1, "/api:version"))
+    assert shadowing(_route(0, "/api/:path*"), _route(1, "/api/v:version"))
