@@ -263,7 +263,7 @@ class Measured:
     upstream_cpu_us_per_req: float | None
 
 
-def wrk(url: str, *, duration: float, connections: int, threads: int, header: str) -> str:
+def wrk(url: str, *, duration: int, connections: int, threads: int, header: str) -> str:
     wrk_bin = shutil.which("wrk")
     if wrk_bin is None:
         raise SetupFailed("wrk not found on PATH; on Debian/Ubuntu: apt-get install wrk")
@@ -271,7 +271,7 @@ def wrk(url: str, *, duration: float, connections: int, threads: int, header: st
         wrk_bin,
         f"-t{threads}",
         f"-c{connections}",
-        f"-d{duration:g}s",
+        f"-d{duration}s",
         "--timeout",
         "5s",
         "--latency",
@@ -417,7 +417,7 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
     print(
         f"checked: gateway 200 with the cookie, 401 without it and with a bad signature;"
         f" event loop: {loop_name}; wrk -t{args.threads} -c{args.connections}"
-        f" -d{args.duration:g}s (+{args.warmup:g}s warm-up each)",
+        f" -d{args.duration}s (+{args.warmup}s warm-up each)",
         flush=True,
     )
 
@@ -554,10 +554,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="benchmarks/run",
         description="wrk: upstream direct vs a minimal aiohttp proxy vs the gateway, one run",
     )
-    parser.add_argument("--duration", type=float, default=10, help="seconds per target (10)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per target (10)")
     parser.add_argument("--connections", type=int, default=32, help="open connections (32)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
-    parser.add_argument("--warmup", type=float, default=2, help="warm-up seconds per target (2)")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds per target (2)")
     parser.add_argument("--json", default=str(RESULTS), help=f"results file ({RESULTS})")
     parser.add_argument("--serve", choices=("upstream", "proxy"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -566,8 +566,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(args.serve, args.port, args.upstream)
         return 0
-    if args.duration <= 0 or args.connections < 1 or args.threads < 1:
-        parser.error("--duration, --connections and --threads must be positive")
+    if not 0 < args.duration <= 600 or not 0 <= args.warmup <= 60:
+        parser.error("--duration takes 1..600 seconds, --warmup 0..60")
+    if args.connections < 1 or args.threads < 1:
+        parser.error("--connections and --threads must be positive")
     if args.threads > args.connections:
         parser.error("--threads must not exceed --connections (wrk's rule)")
     # SIGTERM to the benchmark still stops every child: it unwinds through the finally.
