@@ -41,7 +41,7 @@ NOBODY = Identity()
 
 
 def identify(request: web.BaseRequest, verifier: Verifier, cookie_name: str) -> Identity:
-    token = request.cookies.get(cookie_name)
+    token = cookie_value(request, cookie_name)
     bearer = False
     if not token:
         scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
@@ -49,6 +49,22 @@ def identify(request: web.BaseRequest, verifier: Verifier, cookie_name: str) -> 
             return NOBODY
         token, bearer = credentials.strip(), True
     return check_token(verifier, token, bearer=bearer)
+
+
+def cookie_value(request: web.BaseRequest, name: str) -> str | None:
+    """The first cookie of that name, found by a scan rather than parsing every cookie.
+
+    The first, as RFC 6265 orders the most specific path first; the same reading as
+    the cookie stripping in proxy.py, so what is verified is what is removed.
+    """
+    for header in request.headers.getall(hdrs.COOKIE, ()):
+        if name not in header:
+            continue
+        for pair in header.split(";"):
+            key, sep, value = pair.partition("=")
+            if sep and key.strip() == name:
+                return value.strip().strip('"') or None
+    return None
 
 
 def check_token(verifier: Verifier, token: str, *, bearer: bool = False) -> Identity:

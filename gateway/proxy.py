@@ -34,6 +34,7 @@ HOP_BY_HOP = frozenset(
 # Set by the gateway itself; a client's copy is never forwarded.
 _OWN = frozenset(("host", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded"))
 # The WebSocket handshake is redone by the client session toward the upstream.
+_NEVER_FORWARDED = HOP_BY_HOP | _OWN
 _WS_HANDSHAKE = frozenset(
     (
         "sec-websocket-key",
@@ -90,18 +91,12 @@ def upstream_headers(
     cookie_names: frozenset[str],
     drop_authorization: bool,
 ) -> CIMultiDict[str]:
-    drop = connection_tokens(request.headers)
+    drop = connection_tokens(request.headers) | identity_names
     forwarded_for: list[str] = []
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
         lname = name.lower()
-        if (
-            lname in HOP_BY_HOP
-            or lname in _OWN
-            or lname in drop
-            or lname in identity_names
-            or lname.startswith("x-user-")
-        ):
+        if lname in _NEVER_FORWARDED or lname in drop or lname.startswith("x-user-"):
             continue
         if lname == "cookie":
             value = strip_cookies(value, cookie_names)

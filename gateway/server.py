@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import logs
 from .app import create_app
 from .config import Config
 from .observability import create_admin_app
@@ -61,11 +62,20 @@ async def serve(config: Config, ready: Callable[[], Any] | None = None) -> None:
         )
         if ready is not None:
             ready()
+        flusher = asyncio.create_task(_flush_logs_every(0.5))
         await stop.wait()
+        flusher.cancel()
         log.info(
             "stopping: draining in-flight requests", extra={"drain_timeout": config.drain_timeout}
         )
     finally:
         await public.cleanup()
         await admin.cleanup()
+        logs.flush()
     log.info("stopped")
+
+
+async def _flush_logs_every(seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        logs.flush()
