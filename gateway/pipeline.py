@@ -11,6 +11,7 @@ import itertools
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
 from yarl import URL
@@ -19,7 +20,7 @@ from . import logs, proxy, responses
 from .auth import NOBODY, Decision, decide, identify
 from .errors import BadPath
 from .paths import normalize
-from .runtime import RUNTIME, Runtime, Snapshot
+from .runtime import Runtime, Snapshot
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 # Generated ids: a random per-process prefix and a counter. Unique across processes
@@ -28,8 +29,17 @@ _ID_PREFIX = secrets.token_hex(8)
 _id_counter = itertools.count(1)
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
-    runtime = request.app[RUNTIME]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def make_handler(runtime: Runtime) -> Handler:
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        return await _serve(request, runtime)
+
+    return handle
+
+
+async def _serve(request: web.BaseRequest, runtime: Runtime) -> web.StreamResponse:
     snapshot = runtime.snapshot  # read once: a reload mid-request does not change this request
     started = time.perf_counter()
     incoming_id = request.headers.get("X-Request-Id", "")
@@ -71,7 +81,11 @@ class _Outcome:
 
 
 async def _handle(
-    request: web.Request, runtime: Runtime, snapshot: Snapshot, request_id: str, outcome: _Outcome
+    request: web.BaseRequest,
+    runtime: Runtime,
+    snapshot: Snapshot,
+    request_id: str,
+    outcome: _Outcome,
 ) -> web.StreamResponse:
     config = snapshot.config
     raw_path, _, query = request.raw_path.partition("?")
@@ -133,12 +147,12 @@ async def _handle(
             url,
             headers,
             snapshot.upstream_timeout,
-            extra_headers=(("X-Request-Id", request_id),),
+            extra_headers=[("X-Request-Id", request_id)],
         )
     outcome.upstream_status = upstream_status or None
     outcome.status = response.status
-    if not response.prepared:
-        response.headers["X-Request-Id"] = request_id
+    if not response.prepared and "X-Request-Id" not in response.headers:
+        response.headers["X-Request-Id"] = request_id  # 502/504 made by the proxy itself
     return response
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
 from typing import Any, TypeAlias
 from urllib.parse import quote
 
 import aiohttp
 from aiohttp import hdrs, web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from . import responses
@@ -35,12 +34,15 @@ HOP_BY_HOP = frozenset(
 _OWN = frozenset(("host", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded"))
 # The WebSocket handshake is redone by the client session toward the upstream.
 _NEVER_FORWARDED = HOP_BY_HOP | _OWN
+_NOT_RETURNED = HOP_BY_HOP | {"content-length"}  # aiohttp sets the length it really sends
+Headers = list[tuple[str, str]]
 _WS_HANDSHAKE = frozenset(
     (
         "sec-websocket-key",
         "sec-websocket-version",
         "sec-websocket-extensions",
         "sec-websocket-accept",
+        "sec-websocket-protocol",
     )
 )
 _BUFFER_LIMIT = 64 * 1024  # bodies up to this size are read whole: one write instead of a stream
@@ -90,10 +92,11 @@ def upstream_headers(
     identity_names: frozenset[str],
     cookie_names: frozenset[str],
     drop_authorization: bool,
-) -> CIMultiDict[str]:
+) -> Headers:
+    """A plain list: built once, read once by the client session, no multidict lookups."""
     drop = connection_tokens(request.headers) | identity_names
     forwarded_for: list[str] = []
-    out: CIMultiDict[str] = CIMultiDict()
+    out: Headers = []
     for name, value in request.headers.items():
         lname = name.lower()
         if lname in _NEVER_FORWARDED or lname in drop or lname.startswith("x-user-"):
@@ -107,33 +110,49 @@ def upstream_headers(
             continue
         elif lname == "authorization" and drop_authorization:
             continue
-        out.add(name, value)
+        out.append((name, value))
+    # the names below were all skipped above, so appending cannot duplicate them
     remote = request.remote
     if remote:
         forwarded_for.append(remote)
     if forwarded_for:
-        out["X-Forwarded-For"] = ", ".join(forwarded_for)
-    out["X-Forwarded-Proto"] = request.scheme
-    if request.host:
-        out["X-Forwarded-Host"] = request.host
-    out["X-Request-Id"] = request_id
+        out.append(("X-Forwarded-For", ", ".join(forwarded_for)))
+    out.append(("X-Forwarded-Proto", request.scheme))
+    host = request.headers.get(hdrs.HOST)
+    if host:
+        out.append(("X-Forwarded-Host", host))
+    out.append(("X-Request-Id", request_id))
     if principal is not None:
-        claims = principal.claims
-        for header, claim in identity_headers:
-            encoded = header_value(claims.get(claim))
-            if encoded is not None:
-                out[header] = encoded
+        encoded = principal.memo.get(identity_headers)
+        if encoded is None:
+            encoded = principal.memo[identity_headers] = identity_values(
+                principal, identity_headers
+            )
+        out.extend(encoded)
     return out
 
 
-def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
-    drop = connection_tokens(upstream.headers)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.headers.items():
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname in drop or lname == "content-length":
-            continue
-        out.add(name, value)
+def identity_values(
+    principal: Principal, identity_headers: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
+    pairs = (
+        (header, header_value(principal.claims.get(claim))) for header, claim in identity_headers
+    )
+    return tuple((header, value) for header, value in pairs if value is not None)
+
+
+def response_headers(upstream: aiohttp.ClientResponse, extra: Headers) -> Headers:
+    """Upstream headers less hop-by-hop ones, then `extra`, which replaces same-named
+    upstream headers (but Set-Cookie, which only ever adds)."""
+    drop = connection_tokens(upstream.headers) | {
+        name.lower() for name, _ in extra if name.lower() != "set-cookie"
+    }
+    out: Headers = [
+        (name, value)
+        for name, value in upstream.headers.items()
+        if not (name.lower() in _NOT_RETURNED or name.lower() in drop)
+    ]
+    out.extend(extra)
     return out
 
 
@@ -144,9 +163,9 @@ async def forward(
     request: web.BaseRequest,
     session: aiohttp.ClientSession,
     url: URL,
-    headers: CIMultiDict[str],
+    headers: Headers,
     timeout: aiohttp.ClientTimeout,
-    extra_headers: Iterable[tuple[str, str]] = (),
+    extra_headers: Headers,
 ) -> tuple[web.StreamResponse, int]:
     """Send the request upstream and stream the answer back. Returns (response, upstream status)."""
     data = request.content if request.body_exists else None
@@ -159,12 +178,7 @@ async def forward(
     except (aiohttp.ClientError, OSError):
         return responses.bad_gateway(request), 0
     try:
-        out_headers = response_headers(upstream)
-        for name, value in extra_headers:
-            if name.lower() == "set-cookie":
-                out_headers.add(name, value)
-            else:
-                out_headers[name] = value
+        out_headers = response_headers(upstream, extra_headers)
         status, length = upstream.status, upstream.content_length
         if request.method != "HEAD" and length is not None and length <= _BUFFER_LIMIT:
             try:
@@ -197,10 +211,10 @@ async def forward(
 
 
 async def forward_websocket(
-    request: web.Request,
+    request: web.BaseRequest,
     session: aiohttp.ClientSession,
     url: URL,
-    headers: CIMultiDict[str],
+    headers: Headers,
     timeout: aiohttp.ClientTimeout,
 ) -> tuple[web.StreamResponse, int]:
     """Handshake with the upstream first, then with the client, then pump frames both ways."""
@@ -209,8 +223,7 @@ async def forward_websocket(
         for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")
         if p.strip()
     ]
-    for name in _WS_HANDSHAKE | {"sec-websocket-protocol"}:
-        headers.popall(name, None)
+    headers = [(name, value) for name, value in headers if name.lower() not in _WS_HANDSHAKE]
     ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
     try:
         async with asyncio.timeout(timeout.sock_read):

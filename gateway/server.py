@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from . import logs
-from .app import create_app
+from .app import create_server
 from .config import Config
 from .observability import create_admin_app
 from .runtime import Runtime
@@ -38,14 +38,13 @@ async def serve(config: Config, ready: Callable[[], Any] | None = None) -> None:
     runtime = Runtime(config)
     if config.workers > 1:
         log.warning("workers: %d requested; this version runs one process", config.workers)
-    public = web.AppRunner(
-        create_app(config, runtime), access_log=None, shutdown_timeout=config.drain_timeout
-    )
+    public = web.ServerRunner(create_server(runtime), shutdown_timeout=config.drain_timeout)
     admin = web.AppRunner(create_admin_app(runtime), access_log=None, shutdown_timeout=1.0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    runtime.open_client()
     await public.setup()
     await admin.setup()
     try:
@@ -71,6 +70,7 @@ async def serve(config: Config, ready: Callable[[], Any] | None = None) -> None:
     finally:
         await public.cleanup()
         await admin.cleanup()
+        await runtime.close_client()
         logs.flush()
     log.info("stopped")
 

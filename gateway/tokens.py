@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -34,6 +34,9 @@ class Principal:
     roles: frozenset[str]
     claims: Mapping[str, Any]
     expires_at: float
+    # Values derived from the claims (the encoded identity headers), computed once per
+    # verified token: a cached Principal serves every request of that session.
+    memo: dict[object, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class Verifier:

@@ -22,10 +22,11 @@ from typing import Any
 import jwt
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 
-from gateway.app import create_app
+from gateway.app import create_server
 from gateway.config import load
+from gateway.runtime import Runtime
 
 SECRET_ENV = "GATEWAY_TEST_SECRET"
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,31 +218,53 @@ def mint(
     return jwt.encode(claims, secret, algorithm=algorithm, headers=headers)
 
 
-GatewayFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+class GatewayTestServer(BaseTestServer):  # type: ignore[type-arg]
+    """The exact public server `gateway serve` runs, on a loopback test port."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
+        self.runtime = runtime
+
+    async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
+        return web.ServerRunner(create_server(self.runtime), **kwargs)
+
+    async def start_server(self, **kwargs: Any) -> None:
+        self.runtime.open_client()
+        await super().start_server(**kwargs)
+
+    async def close(self) -> None:
+        await super().close()
+        await self.runtime.close_client()
+
+
+Client = TestClient[web.BaseRequest, None]
+GatewayFactory = Callable[..., Awaitable[Client]]
+
+
+async def gateway_client(config_path: Path) -> Client:
+    client: Client = TestClient(GatewayTestServer(Runtime(load(config_path))))
+    await client.start_server()
+    return client
 
 
 @pytest.fixture
-def make_gateway(
-    aiohttp_client: Any, upstream: TestServer, tmp_path: Path, secret: str
-) -> GatewayFactory:
+async def make_gateway(
+    upstream: TestServer, tmp_path: Path, secret: str
+) -> AsyncIterator[GatewayFactory]:
     """Build an in-process gateway in front of `upstream` (or another URL) and a client for it."""
+    clients: list[Client] = []
 
     async def factory(
         extra: str = "", routes: str = BASE_ROUTES, upstream_url: str | None = None
-    ) -> TestClient[web.Request, web.Application]:
+    ) -> Client:
         url = upstream_url or str(upstream.make_url("")).rstrip("/")
-        path = write_config(tmp_path, config_text(url, extra, routes))
-        client: TestClient[web.Request, web.Application] = await aiohttp_client(
-            create_app(load(path))
-        )
+        client = await gateway_client(write_config(tmp_path, config_text(url, extra, routes)))
+        clients.append(client)
         return client
 
-    return factory
-
-
-@pytest.fixture
-async def gateway(make_gateway: GatewayFactory) -> TestClient[web.Request, web.Application]:
-    return await make_gateway()
+    yield factory
+    for client in clients:
+        await client.close()
 
 
 @pytest.fixture
@@ -348,7 +371,7 @@ class RawResponse:
 
 
 async def raw_request(
-    client: TestClient[web.Request, web.Application],
+    client: Client,
     target: str,
     method: str = "GET",
     headers: dict[str, str] | None = None,

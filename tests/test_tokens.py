@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from gateway.errors import TokenExpired, TokenInvalid
 from gateway.keys import KeySet, Secret
 from gateway.tokens import Verifier
-from tests.conftest import GatewayFactory, mint, received
+from tests.conftest import GatewayFactory, gateway_client, mint, received
 
 
 def _b64(data: bytes) -> str:
@@ -88,30 +90,19 @@ async def test_hs256_token_signed_with_the_rsa_public_key_is_refused(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     (tmp_path / "public.pem").write_bytes(public_pem)
-    client = await make_gateway()
-    # rebuild the gateway on RS256 with that public key
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from gateway.app import create_app
-    from gateway.config import load
-
+    await make_gateway()  # writes config.yaml for HS256; switch it to RS256 with that key
     text = (tmp_path / "config.yaml").read_text()
     text = text.replace(
         "  algorithm: HS256\n  secret_env: GATEWAY_TEST_SECRET\n",
         "  algorithm: RS256\n  public_key_files: [public.pem]\n",
     )
     (tmp_path / "config.yaml").write_text(text)
-    await client.close()
-    rs_client = TestClient(TestServer(create_app(load(tmp_path / "config.yaml"))))
-    await rs_client.start_server()
+    rs_client = await gateway_client(tmp_path / "config.yaml")
     try:
         good = jwt.encode(_claims(), key, algorithm="RS256")
         assert (await rs_client.get("/api/x", cookies={"access_token": good})).status == 200
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         body = _b64(json.dumps(_claims(sub="mallory")).encode())
-        import hashlib
-        import hmac
-
         signature = hmac.new(public_pem, f"{header}.{body}".encode(), hashlib.sha256).digest()
         forged = f"{header}.{body}.{_b64(signature)}"
         response = await rs_client.get("/api/x", cookies={"access_token": forged})
