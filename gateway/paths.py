@@ -16,6 +16,8 @@ from .errors import BadPath
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # What may stand raw in a path segment (RFC 3986 pchar less ';', plus '%').
 _ALLOWED_RAW = _UNRESERVED | frozenset("!$&'()*+,=:@%")
+# Segments of allowed raw characters, no '%', no empty, '.' or '..' segment.
+_ALREADY_CANONICAL = re.compile(r"^(?=/)(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,=:@]+)*/?$")
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 # Decoding these would change the path's structure, or mean different things to different apps.
 _AMBIGUOUS = {"2F": "an encoded '/'", "5C": "an encoded '\\'", "00": "an encoded NUL"}
@@ -23,6 +25,13 @@ _AMBIGUOUS = {"2F": "an encoded '/'", "5C": "an encoded '\\'", "00": "an encoded
 
 def normalize(raw_path: str) -> str:
     """Raw request path (no query) -> canonical path. Raises BadPath when ambiguous."""
+    if _ALREADY_CANONICAL.match(raw_path):
+        return raw_path  # the common case: nothing to decode, resolve or refuse
+    return resolve(raw_path)
+
+
+def resolve(raw_path: str) -> str:
+    """The full normalization; `normalize` skips it for paths that are canonical already."""
     if not raw_path.startswith("/"):
         raise BadPath("the request target must be a path starting with '/'")
     out: list[str] = []

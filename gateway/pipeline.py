@@ -34,36 +34,31 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 def make_handler(runtime: Runtime) -> Handler:
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        return await _serve(request, runtime)
+        snapshot = runtime.snapshot  # read once: a reload mid-request cannot change this request
+        started = time.perf_counter()
+        incoming_id = request.headers.get("X-Request-Id", "")
+        request_id = (
+            incoming_id
+            if _SANE_REQUEST_ID.match(incoming_id)
+            else f"{_ID_PREFIX}{next(_id_counter):016x}"
+        )
+        outcome = _Outcome()
+        try:
+            return await _handle(request, runtime, snapshot, request_id, outcome)
+        finally:
+            logs.access(
+                request_id=request_id,
+                method=request.method,
+                path=outcome.path or request.path,
+                status=outcome.status,
+                duration=time.perf_counter() - started,
+                user=outcome.user,
+                route=outcome.route,
+                decision=outcome.decision,
+                upstream_status=outcome.upstream_status,
+            )
 
     return handle
-
-
-async def _serve(request: web.BaseRequest, runtime: Runtime) -> web.StreamResponse:
-    snapshot = runtime.snapshot  # read once: a reload mid-request does not change this request
-    started = time.perf_counter()
-    incoming_id = request.headers.get("X-Request-Id", "")
-    request_id = (
-        incoming_id
-        if _SANE_REQUEST_ID.match(incoming_id)
-        else f"{_ID_PREFIX}{next(_id_counter):016x}"
-    )
-    outcome = _Outcome()
-    try:
-        response = await _handle(request, runtime, snapshot, request_id, outcome)
-    finally:
-        logs.access(
-            request_id=request_id,
-            method=request.method,
-            path=outcome.path or request.path,
-            status=outcome.status,
-            duration=time.perf_counter() - started,
-            user=outcome.user,
-            route=outcome.route,
-            decision=outcome.decision,
-            upstream_status=outcome.upstream_status,
-        )
-    return response
 
 
 class _Outcome:

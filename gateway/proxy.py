@@ -76,6 +76,8 @@ def strip_cookies(header: str, names: frozenset[str]) -> str:
 
 def connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
     """Headers named in Connection are hop-by-hop for this message too (RFC 9110 7.6.1)."""
+    if hdrs.CONNECTION not in headers:
+        return set()
     return {
         token.strip().lower()
         for value in headers.getall(hdrs.CONNECTION, ())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -59,6 +60,9 @@ async def serve(config: Config, ready: Callable[[], Any] | None = None) -> None:
                 "config": str(config.source),
             },
         )
+        # Everything allocated so far (config, routes, keys, imported modules) lives as long
+        # as the process: keep it out of every future garbage collection pass.
+        gc.freeze()
         if ready is not None:
             ready()
         flusher = asyncio.create_task(_flush_logs_every(0.5))

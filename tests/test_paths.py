@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
+
 import pytest
 
 from gateway.errors import BadPath
-from gateway.paths import normalize
+from gateway.paths import _ALREADY_CANONICAL, normalize, resolve
 
 
 @pytest.mark.parametrize(
@@ -55,9 +58,26 @@ def test_normalize(raw: str, expected: str | None) -> None:
         ("/a b", "not allowed raw"),
         ("/é", "not allowed raw"),
         ("*", "starting with '/'"),
+        ("", "starting with '/'"),
         ("http://evil/x", "starting with '/'"),
     ],
 )
 def test_ambiguous_paths_are_refused(raw: str, why: str) -> None:
     with pytest.raises(BadPath, match=why.replace("\\", "\\\\").replace("(", "\\(")):
         normalize(raw)
+
+
+def test_fast_path_agrees_with_full_normalization() -> None:
+    """Every path the shortcut accepts as canonical is one the full resolution leaves as is."""
+    rng = random.Random(1234)
+    alphabet = "ab.-_~%2F5c;/\\:@!$&'()*+,= é"
+    checked = 0
+    for _ in range(20_000):
+        candidate = "/" + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        if _ALREADY_CANONICAL.match(candidate):
+            checked += 1
+            assert resolve(candidate) == candidate, candidate
+        else:
+            with contextlib.suppress(BadPath):
+                resolve(candidate)
+    assert checked > 500
