@@ -263,11 +263,24 @@ class Measured:
     upstream_cpu_us_per_req: float | None
 
 
+# On a machine with 2+ CPUs the front process under test (minimal proxy or gateway) gets
+# a CPU of its own, and wrk and the upstream share another: without this, the three
+# compete for the same cores and the ratio swings by +-15% from run to run.
+_FRONT_CPU, _LOAD_CPU = ({1}, {0}) if (os.cpu_count() or 1) >= 2 else (None, None)
+_PIN_LOAD = ["taskset", "-c", "0"] if _LOAD_CPU and shutil.which("taskset") else []
+
+
+def pin(pid: int, cpus: set[int] | None) -> None:
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(pid, cpus)
+
+
 def wrk(url: str, *, duration: int, connections: int, threads: int, header: str) -> str:
     wrk_bin = shutil.which("wrk")
     if wrk_bin is None:
         raise SetupFailed("wrk not found on PATH; on Debian/Ubuntu: apt-get install wrk")
     args = [
+        *_PIN_LOAD,
         wrk_bin,
         f"-t{threads}",
         f"-c{connections}",
@@ -386,6 +399,9 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
         stdout=subprocess.DEVNULL,  # the JSON access log: one line per request
         stderr=logs["gateway"],
     )
+    pin(upstream_proc.pid, _LOAD_CPU)
+    pin(proxy_proc.pid, _FRONT_CPU)
+    pin(gateway_proc.pid, _FRONT_CPU)
     try:
         wait_ready(f"{upstream}/", upstream_proc, "upstream")
         wait_ready(f"http://{HOST}:{proxy_port}/", proxy_proc, "minimal proxy")
@@ -422,8 +438,8 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
     )
 
     header = f"Cookie: {cookie}"
-    results: list[Measured] = []
-    for name, (url, proc) in targets.items():
+
+    def measure(name: str, url: str, proc: subprocess.Popen[bytes]) -> Measured:
         if args.warmup > 0:
             warm = parse_wrk(
                 wrk(
@@ -459,23 +475,36 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
             return None if a is None or b is None or not n else round((b - a) / n * 1e6, 1)
 
         lat = parsed["latency_ms"]
-        results.append(
-            Measured(
-                target=name,
-                url=url,
-                requests_per_s=parsed["requests_per_s"],
-                p50_ms=lat["50"],
-                p75_ms=lat.get("75", float("nan")),
-                p90_ms=lat.get("90", float("nan")),
-                p99_ms=lat["99"],
-                requests=n,
-                non_2xx=parsed["non_2xx"],
-                socket_errors=parsed["socket_errors"],
-                front_cpu_us_per_req=per_req(front0, front1),
-                upstream_cpu_us_per_req=None if name == "direct" else per_req(up0, up1),
-            )
+        return Measured(
+            target=name,
+            url=url,
+            requests_per_s=parsed["requests_per_s"],
+            p50_ms=lat["50"],
+            p75_ms=lat.get("75", float("nan")),
+            p90_ms=lat.get("90", float("nan")),
+            p99_ms=lat["99"],
+            requests=n,
+            non_2xx=parsed["non_2xx"],
+            socket_errors=parsed["socket_errors"],
+            front_cpu_us_per_req=per_req(front0, front1),
+            upstream_cpu_us_per_req=None if name == "direct" else per_req(up0, up1),
         )
-        print(f"  {name}: {parsed['requests_per_s']:.0f} req/s", flush=True)
+
+    # Rounds interleave the targets, so a slow stretch of the machine hits all of them;
+    # each ratio is taken within one round, and the median round is reported.
+    rounds: list[dict[str, Measured]] = []
+    for number in range(1, args.rounds + 1):
+        current = {name: measure(name, url, proc) for name, (url, proc) in targets.items()}
+        rounds.append(current)
+        summary = ", ".join(f"{name} {m.requests_per_s:.0f}" for name, m in current.items())
+        ratio = current["gateway"].requests_per_s / current["minimal-proxy"].requests_per_s
+        print(f"  round {number}: {summary} req/s; gateway/minimal {ratio:.2f}", flush=True)
+    rounds.sort(key=lambda r: r["gateway"].requests_per_s / r["minimal-proxy"].requests_per_s)
+    median_round = rounds[len(rounds) // 2]
+    results = list(median_round.values())
+    round_ratios = sorted(
+        round(r["gateway"].requests_per_s / r["minimal-proxy"].requests_per_s, 3) for r in rounds
+    )
 
     by = {m.target: m for m in results}
     vs_minimal = by["gateway"].requests_per_s / by["minimal-proxy"].requests_per_s
@@ -493,6 +522,7 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
         )
     print()
     print(f"gateway / minimal proxy: {vs_minimal:.2f}   (target >= {TARGET_RATIO:.2f}: {verdict})")
+    print(f"  per round, sorted:     {', '.join(f'{r:.2f}' for r in round_ratios)}")
     print(f"gateway / direct:        {vs_direct:.2f}")
     print(f"minimal proxy / direct:  {minimal_vs_direct:.2f}")
 
@@ -517,6 +547,9 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
             "wrk": _wrk_version(),
         },
         "results": [asdict(m) for m in results],
+        "rounds": args.rounds,
+        "gateway_over_minimal_proxy_per_round": round_ratios,
+        "pinned": {"front_cpus": sorted(_FRONT_CPU or ()), "load_cpus": sorted(_LOAD_CPU or ())},
         "ratios": {
             "gateway_over_minimal_proxy": round(vs_minimal, 3),
             "gateway_over_direct": round(vs_direct, 3),
@@ -558,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32, help="open connections (32)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds per target (2)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; median (3)")
     parser.add_argument("--json", default=str(RESULTS), help=f"results file ({RESULTS})")
     parser.add_argument("--serve", choices=("upstream", "proxy"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
