@@ -72,6 +72,8 @@ class Verifier:
             del self._cache[token]
             raise TokenExpired("token expired")
         principal = self._decode(token, expected_type)
+        if self._cache_size <= 0:
+            return principal
         if len(self._cache) >= self._cache_size:
             # dicts keep insertion order: dropping the first entry evicts the oldest
             del self._cache[next(iter(self._cache))]

@@ -177,3 +177,13 @@ async def test_64kb_cookie_gets_a_short_400_not_a_traceback(
     assert "Traceback" not in body
     # the gateway is still fine afterwards
     assert (await client.get("/api/x", cookies={"access_token": mint(secret)})).status == 200
+
+
+def test_cache_can_be_turned_off() -> None:
+    secret = b"s" * 40
+    keys = KeySet(algorithm="HS256", signing_key=Secret(secret), verification_keys=(Secret(secret),))
+    verifier = Verifier(keys, issuer="gateway", audience="upstream", leeway=0, cache_size=0)
+    token = mint(secret)
+    assert verifier.verify(token).subject == "alice"
+    assert verifier.verify(token).subject == "alice"
+    assert verifier._cache == {}
