@@ -29,7 +29,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             # the type only: a traceback can carry local values, and those can be secrets
             entry["error"] = record.exc_info[0].__name__
-        return json.dumps(entry, default=str)
+        return json.dumps(entry, default=str, separators=(",", ":"))
 
 
 _access_sink: TextIO | None = None
