@@ -181,7 +181,9 @@ async def test_64kb_cookie_gets_a_short_400_not_a_traceback(
 
 def test_cache_can_be_turned_off() -> None:
     secret = b"s" * 40
-    keys = KeySet(algorithm="HS256", signing_key=Secret(secret), verification_keys=(Secret(secret),))
+    keys = KeySet(
+        algorithm="HS256", signing_key=Secret(secret), verification_keys=(Secret(secret),)
+    )
     verifier = Verifier(keys, issuer="gateway", audience="upstream", leeway=0, cache_size=0)
     token = mint(secret)
     assert verifier.verify(token).subject == "alice"
