@@ -189,11 +189,10 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], name: str, seconds: floa
     raise SetupFailed(f"{name} did not answer 200 at {url} within {seconds:.0f}s")
 
 
-def mint_token(secret: str) -> str:
-    import jwt
-
+def access_claims() -> dict[str, Any]:
+    """A valid access token's claims for the gateway's default issuer and audience."""
     now = int(time.time())
-    claims = {
+    return {
         "sub": "bench-user",
         "email": "bench@example.com",
         "roles": ["user"],
@@ -205,7 +204,12 @@ def mint_token(secret: str) -> str:
         "exp": now + 3600,
         "jti": uuid.uuid4().hex,
     }
-    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def mint_token(secret: str) -> str:
+    import jwt
+
+    return jwt.encode(access_claims(), secret, algorithm="HS256")
 
 
 def gateway_config(port: int, admin_port: int, upstream_port: int) -> str:

@@ -21,7 +21,6 @@ import json
 import secrets
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.keys import KeySet, Secret
 from gateway.tokens import ACCESS, Principal, Verifier
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import access_claims
 
 RESULTS = Path(__file__).resolve().parent / "results" / "verify_cache.json"
 
@@ -51,19 +53,7 @@ def key_sets() -> dict[str, KeySet]:
 
 
 def mint(key_set: KeySet) -> str:
-    now = int(time.time())
-    claims = {
-        "sub": "bench-user",
-        "email": "bench@example.com",
-        "roles": ["user"],
-        "typ": ACCESS,
-        "iss": "gateway",
-        "aud": "upstream",
-        "iat": now,
-        "nbf": now,
-        "exp": now + 3600,
-        "jti": uuid.uuid4().hex,
-    }
+    claims = access_claims()
     key = key_set.signing_key
     signing: Any = key.reveal() if isinstance(key, Secret) else key
     return jwt.encode(claims, signing, algorithm=key_set.algorithm)
