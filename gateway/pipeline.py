@@ -120,6 +120,9 @@ async def _handle(
         denial = responses.unauthorized(config.login.path, token_failed=identity.presented)
         return _own(denial, request_id, outcome)
 
+    if not await proxy.continue_if_expected(request):
+        outcome.decision = "bad_expect"
+        return _own(responses.expectation_failed(request), request_id, outcome)
     headers = proxy.upstream_headers(
         request,
         request_id=request_id,

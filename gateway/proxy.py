@@ -31,7 +31,9 @@ HOP_BY_HOP = frozenset(
     )
 )  # fmt: skip
 # Set by the gateway itself; a client's copy is never forwarded.
-_OWN = frozenset(("host", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded"))
+_OWN = frozenset(
+    ("host", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded", "expect")
+)
 # The WebSocket handshake is redone by the client session toward the upstream.
 _NEVER_FORWARDED = HOP_BY_HOP | _OWN
 _NOT_RETURNED = HOP_BY_HOP | {"content-length"}  # aiohttp sets the length it really sends
@@ -159,6 +161,23 @@ def response_headers(upstream: aiohttp.ClientResponse, extra: Headers) -> Header
 
 
 Socket: TypeAlias = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+async def continue_if_expected(request: web.BaseRequest) -> bool:
+    """Answer `Expect: 100-continue` once the request is allowed; False for any other expectation.
+
+    Only after the auth decision: a client about to upload a large body learns it is
+    unauthorized before sending it. The upstream is not asked (Expect is not forwarded).
+    """
+    expect = request.headers.get(hdrs.EXPECT)
+    if expect is None:
+        return True
+    if expect.lower() != "100-continue":
+        return False
+    if request.version >= aiohttp.HttpVersion11:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the interim response is not the response
+    return True
 
 
 async def forward(

@@ -72,6 +72,10 @@ def not_found(request: web.BaseRequest) -> web.Response:
     return _answer(request, 404, "not_found", "Not found.")
 
 
+def expectation_failed(request: web.BaseRequest) -> web.Response:
+    return _answer(request, 417, "expectation_failed", "Only Expect: 100-continue is supported.")
+
+
 def bad_gateway(request: web.BaseRequest) -> web.Response:
     return _answer(request, 502, "bad_gateway", "The application is not reachable.")
 

@@ -9,7 +9,7 @@ import re
 import aiohttp
 import pytest
 
-from tests.conftest import GatewayFactory, free_port, mint, raw_request, received
+from tests.conftest import Client, GatewayFactory, free_port, mint, raw_request, received
 
 FORGED = {
     "X-User-Id": "mallory",
@@ -263,3 +263,48 @@ async def test_websocket_handshake_to_a_silent_upstream_gives_504(
             writer.close()
         silent.close()
         await silent.wait_closed()
+
+
+async def _expect_exchange(
+    client: Client, path: str, body: bytes, expect: str = "100-continue", cookie: str = ""
+) -> tuple[bytes, bytes]:
+    """Send headers only, read the interim answer (or the final one), then the body."""
+    assert client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        f"Expect: {expect}\r\nConnection: close\r\n{cookie}\r\n"
+    )
+    writer.write(head.encode())
+    await writer.drain()
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+    rest = b""
+    if first.startswith(b"HTTP/1.1 100"):
+        writer.write(body)
+        await writer.drain()
+        rest = await asyncio.wait_for(reader.read(), timeout=5)
+    writer.close()
+    await writer.wait_closed()
+    return first, rest
+
+
+async def test_expect_100_continue_is_answered_after_auth(
+    make_gateway: GatewayFactory, secret: str
+) -> None:
+    client = await make_gateway()
+    cookie = f"Cookie: access_token={mint(secret)}\r\n"
+    first, rest = await _expect_exchange(client, "/api/x", b"b" * 5000, cookie=cookie)
+    assert first.startswith(b"HTTP/1.1 100 Continue")
+    assert rest.startswith(b"HTTP/1.1 200")
+    payload = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert payload["body_length"] == 5000
+    assert "expect" not in received(payload)
+    # unauthenticated: the final answer comes first, the body is never asked for
+    first, _ = await _expect_exchange(client, "/api/x", b"b" * 5000)
+    assert first.startswith(b"HTTP/1.1 401")
+
+
+async def test_unknown_expectation_gets_417(make_gateway: GatewayFactory) -> None:
+    client = await make_gateway()
+    first, _ = await _expect_exchange(client, "/public/x", b"", expect="something-else")
+    assert first.startswith(b"HTTP/1.1 417")
