@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
 import os
@@ -96,6 +97,18 @@ async def _broken(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _status(request: web.Request) -> web.Response:
+    code = int(request.match_info["code"])
+    if code in (204, 304):
+        return web.Response(status=code, headers={"ETag": '"v1"'})
+    return web.Response(status=code, text=f"status {code}", headers={"Location": "/elsewhere"})
+
+
+async def _gzip(request: web.Request) -> web.Response:
+    body = gzip.compress(b"hello " * 1000)
+    return web.Response(body=body, headers={"Content-Encoding": "gzip"}, content_type="text/plain")
+
+
 async def _upload(request: web.Request) -> web.Response:
     digest, total = hashlib.sha256(), 0
     async for chunk in request.content.iter_any():
@@ -126,6 +139,8 @@ def upstream_app() -> web.Application:
     app.router.add_get("/stream/{n:[0-9]+}", _stream)
     app.router.add_post("/upload", _upload)
     app.router.add_get("/broken", _broken)
+    app.router.add_route("*", "/status/{code:[0-9]+}", _status)
+    app.router.add_get("/gzip", _gzip)
     app.router.add_get("/ws", _ws)
     app.router.add_route("*", "/{tail:.*}", _echo)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
 
@@ -308,3 +309,31 @@ async def test_unknown_expectation_gets_417(make_gateway: GatewayFactory) -> Non
     client = await make_gateway()
     first, _ = await _expect_exchange(client, "/public/x", b"", expect="something-else")
     assert first.startswith(b"HTTP/1.1 417")
+
+
+@pytest.mark.parametrize("code", [200, 201, 204, 301, 302, 304, 404, 418, 500, 503])
+async def test_upstream_status_codes_pass_through(make_gateway: GatewayFactory, code: int) -> None:
+    client = await make_gateway(routes="routes: []\ndefault: public\n")
+    response = await client.get(f"/status/{code}", allow_redirects=False)
+    assert response.status == code
+    body = await response.read()
+    if code in (204, 304):
+        assert body == b""
+        assert response.headers["ETag"] == '"v1"'
+    else:
+        assert body == f"status {code}".encode()
+
+
+async def test_head_keeps_the_upstream_length_without_a_body(make_gateway: GatewayFactory) -> None:
+    client = await make_gateway(routes="routes: []\ndefault: public\n")
+    response = await raw_request(client, "/status/200", method="HEAD")
+    assert response.status == 200
+    assert response.headers["content-length"] == str(len("status 200"))
+    assert response.body == b""
+
+
+async def test_compressed_bodies_pass_through_untouched(make_gateway: GatewayFactory) -> None:
+    client = await make_gateway(routes="routes: []\ndefault: public\n")
+    response = await raw_request(client, "/gzip")
+    assert response.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(response.body) == b"hello " * 1000
