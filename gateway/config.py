@@ -16,6 +16,7 @@ from typing import Any, Literal, cast
 from yarl import URL
 
 from . import keys
+from .errors import ConfigError, ConfigProblem
 from .routing import (
     AuthMode,
     OnUnauthenticated,
@@ -145,7 +146,8 @@ def load(path: str | Path) -> Config:
     config = _build(top, base, source)
     top.finish()
     problems.raise_if_any()
-    assert config is not None  # noqa: S101 - no problems means every section was built
+    if config is None:  # every section built without a problem builds a Config; fail closed anyway
+        raise ConfigError([ConfigProblem(str(path), 1, 1, "(config)", "could not be built")])
     return config
 
 

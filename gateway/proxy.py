@@ -34,10 +34,11 @@ HOP_BY_HOP = frozenset(
 _OWN = frozenset(
     ("host", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded", "expect")
 )
-# The WebSocket handshake is redone by the client session toward the upstream.
 _NEVER_FORWARDED = HOP_BY_HOP | _OWN
 _NOT_RETURNED = HOP_BY_HOP | {"content-length"}  # aiohttp sets the length it really sends
 Headers = list[tuple[str, str]]
+Socket: TypeAlias = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+# The WebSocket handshake is redone by the client session toward the upstream.
 _WS_HANDSHAKE = frozenset(
     (
         "sec-websocket-key",
@@ -151,16 +152,12 @@ def response_headers(upstream: aiohttp.ClientResponse, extra: Headers) -> Header
     drop = connection_tokens(upstream.headers) | {
         name.lower() for name, _ in extra if name.lower() != "set-cookie"
     }
+    drop |= _NOT_RETURNED
     out: Headers = [
-        (name, value)
-        for name, value in upstream.headers.items()
-        if not (name.lower() in _NOT_RETURNED or name.lower() in drop)
+        (name, value) for name, value in upstream.headers.items() if name.lower() not in drop
     ]
     out.extend(extra)
     return out
-
-
-Socket: TypeAlias = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
 
 async def continue_if_expected(request: web.BaseRequest) -> bool:
