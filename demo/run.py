@@ -1,8 +1,4 @@
-"""Start the demo app and the gateway in front of it; stop both on Ctrl-C.
-
-Until sign-in lands, the demo mints a short-lived token for the user "alice"
-with the run's own secret, so the protected pages can be tried with curl.
-"""
+"""Start the demo app and the gateway in front of it; stop both on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -12,10 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from pathlib import Path
-
-import jwt
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,24 +24,6 @@ def wait_for(url: str, seconds: float = 15) -> bool:
     return False
 
 
-def demo_token() -> str:
-    now = int(time.time())
-    claims = {
-        "sub": "alice",
-        "email": "alice@example.com",
-        "name": "Alice Demo",
-        "roles": ["admin"],
-        "typ": "access",
-        "iss": "gateway",
-        "aud": "upstream",
-        "iat": now,
-        "nbf": now,
-        "exp": now + 3600,
-        "jti": uuid.uuid4().hex,
-    }
-    return jwt.encode(claims, os.environ["JWT_SECRET"], algorithm="HS256")
-
-
 def main() -> int:
     config = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "config.yaml")
     app = subprocess.Popen([sys.executable, str(ROOT / "demo" / "upstream.py")])
@@ -61,13 +36,11 @@ def main() -> int:
             print("the gateway did not start; see the message above", file=sys.stderr)
             return 1
         wait_for("http://127.0.0.1:3000/")
-        token = demo_token()
         print(
-            "\n  gateway:  http://127.0.0.1:8080/  (demo app behind it: 127.0.0.1:3000)\n"
-            "  admin:    http://127.0.0.1:9090/healthz\n"
-            "  demo user alice (role admin), a token valid for one hour:\n"
-            f"    curl -H 'Authorization: Bearer {token}' http://127.0.0.1:8080/dashboard\n"
-            "    curl http://127.0.0.1:8080/api/whoami     # 401 without a token\n"
+            "\n  open:     http://127.0.0.1:8080/dashboard  (demo app behind it: 127.0.0.1:3000)\n"
+            "  sign in:  alice / wonderland  (role admin)   or   bob / builder  (role viewer)\n"
+            "  admin:    http://127.0.0.1:9090/readyz\n"
+            "  API:      curl -i http://127.0.0.1:8080/api/whoami   # 401 JSON without a session\n"
             "  Ctrl-C stops both.\n",
             flush=True,
         )

@@ -33,6 +33,8 @@ async def page(request: web.Request) -> web.StreamResponse:
     who = (
         f"Signed in as <b>{html.escape(user)}</b>"
         f" (roles: {html.escape(request.headers.get('X-User-Roles', 'none'))})"
+        ' <form method="post" action="/logout" style="display:inline">'
+        "<button>Sign out</button></form>"
         if user
         else "Anonymous: the gateway forwarded no identity."
     )

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
+import json
 import logging
 import os
 import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
 
 from . import __version__, logs
 from .auth import Identity, check_token, decide
 from .config import Config, load
 from .errors import BadPath, ConfigError
 from .paths import normalize
-from .runtime import Snapshot
+from .runtime import Runtime
+from .store import StoreUnavailable
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -39,16 +49,30 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("method", metavar="METHOD")
     explain.add_argument("path", metavar="PATH")
     explain.add_argument("--token", help="an access JWT to decide with (default: anonymous)")
+
+    sub.add_parser("hash-password", help="read a password on stdin, print an argon2id hash")
+
+    revoke = sub.add_parser("revoke", help="end every session of a user, on every replica")
+    revoke.add_argument("--config", help=config_help)
+    revoke.add_argument("--user", required=True, help="the user's id (the sub claim)")
+
+    sessions = sub.add_parser("sessions", help="list a user's live sessions")
+    sessions.add_argument("--config", help=config_help)
+    sessions.add_argument("--user", required=True, help="the user's id (the sub claim)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "hash-password":
+        return _hash_password()
     path = _config_path(args.config)
     if args.command == "serve":
         return _serve(path)
     if args.command == "check-config":
         return _check(path)
+    if args.command in ("revoke", "sessions"):
+        return _session_admin(path, args.command, args.user)
     return _explain(path, args.method, args.path, args.token)
 
 
@@ -121,7 +145,7 @@ def _explain(path: str, method: str, target: str, token: str | None) -> int:
         print(f"  roles:    any of {', '.join(sorted(route.roles))}")
     if route.auth == "required":
         print(f"  on_unauthenticated: {route.on_unauthenticated}")
-    identity = check_token(Snapshot.build(config).verifier, token) if token else Identity()
+    identity = check_token(config.tokens.verifier(), token) if token else Identity()
     if identity.principal is not None:
         roles = ", ".join(sorted(identity.principal.roles)) or "none"
         print(f"  token:    valid, sub={identity.principal.subject}, roles: {roles}")
@@ -131,6 +155,89 @@ def _explain(path: str, method: str, target: str, token: str | None) -> int:
         print("  token:    none (anonymous)")
     print(f"  decision: {_describe(decide(route, identity), route.on_unauthenticated, config)}")
     return EXIT_OK
+
+
+def _hash_password() -> int:
+    from .credentials import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("gateway: the passwords differ", file=sys.stderr)
+            return EXIT_INVALID
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("gateway: empty password", file=sys.stderr)
+        return EXIT_INVALID
+    print(hash_password(password))
+    return EXIT_OK
+
+
+def _session_admin(path: str, command: str, user: str) -> int:
+    """Redis: straight to the store. memory://: through the running gateway's admin port."""
+    config = _load_or_report(path)
+    if config is None:
+        return EXIT_INVALID
+    try:
+        if config.store.scheme == "memory":
+            result = _ask_admin(config, command, user)
+        else:
+            result = asyncio.run(_store_admin(config, command, user))
+    except (StoreUnavailable, OSError) as exc:
+        print(f"gateway: the store did not answer: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if command == "revoke":
+        count = result["revoked_sessions"]
+        print(
+            f"revoked {user}: {count} session{'s' * (count != 1)} ended;"
+            " access tokens issued before now are refused"
+        )
+        return EXIT_OK
+    rows = result["sessions"]
+    if not rows:
+        print(f"{user}: no live sessions")
+    for row in rows:
+        print(
+            f"{row['family']}  signed in {_when(row['created'])}  last refresh"
+            f" {_when(row['last_refresh'])}  from {row['client'] or '-'}"
+            f"  {row['user_agent'] or '-'}"
+        )
+    return EXIT_OK
+
+
+async def _store_admin(config: Config, command: str, user: str) -> dict[str, Any]:
+    runtime = Runtime(config)
+    try:
+        if command == "revoke":
+            return {"revoked_sessions": await runtime.snapshot.sessions.revoke_user(user)}
+        return {"sessions": [asdict(s) for s in await runtime.store.sessions(user)]}
+    finally:
+        await runtime.close()
+
+
+def _ask_admin(config: Config, command: str, user: str) -> dict[str, Any]:
+    host = config.admin_listen.host
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    base = f"http://{'[' + host + ']' if ':' in host else host}:{config.admin_listen.port}"
+    query = urllib.parse.urlencode({"user": user})
+    url = f"{base}/sessions/revoke?{query}" if command == "revoke" else f"{base}/sessions?{query}"
+    request = urllib.request.Request(url, method="POST" if command == "revoke" else "GET")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 - our admin port
+            body: dict[str, Any] = json.loads(reply.read())
+            return body
+    except urllib.error.HTTPError as exc:
+        raise OSError(f"the gateway's admin port answered {exc.code}") from None
+    except urllib.error.URLError as exc:
+        raise OSError(
+            f"memory:// lives inside the running gateway, and its admin port {base}"
+            f" did not answer ({exc.reason})"
+        ) from None
+
+
+def _when(moment: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(moment))
 
 
 def _describe(decision: str, on_unauthenticated: str, config: Config) -> str:

@@ -16,7 +16,9 @@ from typing import Any, Literal, cast
 from yarl import URL
 
 from . import keys
+from .credentials import UsersFile, load_users
 from .errors import ConfigError, ConfigProblem
+from .loginpage import check_template
 from .routing import (
     AuthMode,
     OnUnauthenticated,
@@ -27,6 +29,7 @@ from .routing import (
     methods_with_head,
     shadowing,
 )
+from .tokens import Verifier
 from .yamlsource import Problems, Section, compose
 
 _TOKEN_CHARS = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -69,6 +72,9 @@ class TokensConfig:
     leeway: float = 30
     refresh_reuse_grace: float = 10
 
+    def verifier(self) -> Verifier:
+        return Verifier(self.keys, issuer=self.issuer, audience=self.audience, leeway=self.leeway)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CookiesConfig:
@@ -85,6 +91,7 @@ class LoginConfig:
     path: str = "/login"
     logout_path: str = "/logout"
     users_file: Path | None = None
+    users: UsersFile | None = None  # the parsed users_file
     verify_url: URL | None = None
     verify_timeout: float = 5
     template: Path | None = None
@@ -111,6 +118,7 @@ class Config:
     tokens: TokensConfig
     cookies: CookiesConfig = field(default_factory=CookiesConfig)
     store: URL = field(default_factory=lambda: URL("memory://"))
+    store_password: keys.Secret | None = None
     store_timeout: float = 0.5
     login: LoginConfig = field(default_factory=LoginConfig)
     routes: RouteTable
@@ -163,8 +171,22 @@ def _build(top: Section, base: Path, source: Path) -> Config | None:
     tokens = _tokens(top.section("tokens"), base)
     cookies = _cookies(top.section("cookies"))
     store = _store(top)
+    store_password = _store_password(top, base)
     store_timeout = top.duration("store_timeout", 0.5, minimum=0.001)
+    if workers > 1 and store.scheme == "memory":
+        top.error(
+            "workers",
+            f"workers: {workers} needs a shared store: memory:// lives in one process, so"
+            " sessions, logouts and revocations would not be seen by the others; set"
+            " store: redis://host:6379/0",
+        )
     login = _login(top.section("login"), base)
+    if (login.users_file or login.verify_url) and tokens and tokens.keys.signing_key is None:
+        top.error(
+            "login",
+            "signing in issues tokens, which needs tokens.private_key_file (public_key_files"
+            " alone only verify)",
+        )
     routes, warnings = _routes(top)
     identity = _identity_headers(top)
     assertion = _assertion(top, base)
@@ -185,6 +207,7 @@ def _build(top: Section, base: Path, source: Path) -> Config | None:
         tokens=tokens,
         cookies=cookies,
         store=store,
+        store_password=store_password,
         store_timeout=store_timeout,
         login=login,
         routes=routes,
@@ -342,7 +365,28 @@ def _store(top: Section) -> URL:
             "store", f"expected memory://, redis://host:port/db or rediss://..., got {text!r}"
         )
         return URL("memory://")
+    if url.password:
+        top.error(
+            "store",
+            "a password never goes in the YAML: name it with store_password_env or"
+            " store_password_file",
+        )
     return url
+
+
+def _store_password(top: Section, base: Path) -> keys.Secret | None:
+    env, file = top.opt_text("store_password_env"), top.opt_text("store_password_file")
+    if env and file:
+        top.error("store_password_file", "use store_password_env or store_password_file, not both")
+        return None
+    try:
+        if env:
+            return keys.plain_secret_from_env(env)
+        if file:
+            return keys.plain_secret_from_file(base / file)
+    except keys.KeyProblem as exc:
+        top.error("store_password_env" if env else "store_password_file", str(exc))
+    return None
 
 
 def _login(sec: Section, base: Path) -> LoginConfig:
@@ -368,10 +412,18 @@ def _login(sec: Section, base: Path) -> LoginConfig:
         files[key] = base / name if name else None
         if name and not (base / name).is_file():
             sec.error(key, f"file not found: {base / name}")
+            files[key] = None
+    users = None
+    if files["users_file"] is not None:
+        users, users_problems = load_users(files["users_file"])
+        sec.problems.items.extend(users_problems)
+    if files["template"] is not None:
+        sec.problems.items.extend(check_template(files["template"]))
     result = LoginConfig(
         path=path,
         logout_path=logout_path,
         users_file=files["users_file"],
+        users=users,
         verify_url=verify_url,
         verify_timeout=sec.duration("verify_timeout", 5, minimum=0.001),
         template=files["template"],

@@ -69,6 +69,24 @@ def secret_from_file(path: Path, algorithm: str) -> Secret:
     return _hmac_secret(data.strip(), algorithm)
 
 
+def plain_secret_from_env(name: str) -> Secret:
+    """A password for a service (the store), any length."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        raise KeyProblem(f"environment variable {name} is not set or empty")
+    return Secret(value.strip().encode())
+
+
+def plain_secret_from_file(path: Path) -> Secret:
+    try:
+        data = path.read_bytes().strip()
+    except OSError as exc:
+        raise KeyProblem(f"cannot read {path}: {exc.strerror}") from None
+    if not data:
+        raise KeyProblem(f"{path} is empty")
+    return Secret(data)
+
+
 def _hmac_secret(value: bytes, algorithm: str) -> Secret:
     minimum = HMAC_MIN_BYTES[algorithm]
     if len(value) < minimum:

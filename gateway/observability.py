@@ -1,14 +1,23 @@
-"""The admin listener: /healthz and /readyz, never reachable through the public one.
+"""The admin listener: health, readiness and session administration.
 
 Kept on a separate aiohttp app bound to `admin_listen`, so no route table,
-typo or upstream path can ever expose it on the public port.
+typo or upstream path can ever expose it on the public port. The session
+endpoints (what `gateway revoke` and `gateway sessions` call when the store is
+memory://, which lives inside this process) answer loopback peers only: in a
+pod the admin port is often open to the cluster for probes, and listing who
+is signed in from where is not for the cluster to see.
 """
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+
 from aiohttp import web
 
 from .runtime import RUNTIME, Runtime
+from .store import StoreUnavailable
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -17,17 +26,60 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """A valid config is loaded and the upstream client is open; a store check joins later."""
+    """A valid config is loaded, the upstream client is open and the store answers."""
     runtime = request.app[RUNTIME]
-    ready = runtime.has_client
-    return web.json_response(
-        {"status": "ready" if ready else "starting"}, status=200 if ready else 503
-    )
+    if not runtime.has_client:
+        return web.json_response({"status": "starting"}, status=503)
+    try:
+        await runtime.store.ping()
+    except StoreUnavailable:
+        return web.json_response({"status": "store unavailable"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+def _loopback_only(request: web.Request) -> None:
+    try:
+        loopback = ipaddress.ip_address(request.remote or "").is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise web.HTTPForbidden(text="session administration answers loopback clients only\n")
+
+
+def _user(request: web.Request) -> str:
+    user = request.query.get("user", "")
+    if not user:
+        raise web.HTTPBadRequest(text="?user=NAME is required\n")
+    return user
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    _loopback_only(request)
+    sessions = await request.app[RUNTIME].store.sessions(_user(request))
+    return web.json_response({"sessions": [asdict(s) for s in sessions]})
+
+
+async def revoke(request: web.Request) -> web.Response:
+    _loopback_only(request)
+    ended = await request.app[RUNTIME].snapshot.sessions.revoke_user(_user(request))
+    return web.json_response({"revoked_sessions": ended})
+
+
+@web.middleware
+async def _store_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except StoreUnavailable:
+        return web.json_response({"error": "store unavailable"}, status=503)
 
 
 def create_admin_app(runtime: Runtime) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[_store_errors])
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/sessions", list_sessions)
+    app.router.add_post("/sessions/revoke", revoke)
     return app

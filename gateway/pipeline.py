@@ -1,26 +1,33 @@
 """The request path, top to bottom.
 
-request id -> normalize path -> match route -> identify -> decide
-(pass / redirect / 401 / 403) -> strip and set headers -> stream upstream and
-back -> one access log line. Everything a request does is readable here.
+request id -> normalize path -> the gateway's own pages (login, logout) ->
+match route -> cross-site check -> identify -> revocation check and refresh
+(one store round trip) -> decide (pass / redirect / 401 / 403) -> strip and
+set headers -> stream upstream and back -> one access log line. Everything a
+request does is readable here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import hdrs, web
 from yarl import URL
 
-from . import logs, proxy, responses
-from .auth import NOBODY, Decision, decide, identify
+from . import login, logs, proxy, responses
+from .auth import NOBODY, Decision, cookie_value, decide, identify
 from .errors import BadPath
+from .origin import SAFE_METHODS, cross_site
 from .paths import normalize
 from .runtime import Runtime, Snapshot
+from .store import StoreUnavailable
+from .tokens import Principal
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 # Generated ids: a random per-process prefix and a counter. Unique across processes
@@ -45,6 +52,11 @@ def make_handler(runtime: Runtime) -> Handler:
         outcome = _Outcome()
         try:
             return await _handle(request, runtime, snapshot, request_id, outcome)
+        except StoreUnavailable as exc:
+            # fail closed: without the store no revocation can be checked, so nothing passes
+            _store_down(str(exc))
+            outcome.decision = "store_unavailable"
+            return _own(responses.service_unavailable(request), request_id, outcome)
         finally:
             logs.access(
                 request_id=request_id,
@@ -92,15 +104,25 @@ async def _handle(
     outcome.path = path
 
     if path in snapshot.reserved_paths:
-        # /login and /logout belong to the gateway; the session endpoints slot in here.
-        outcome.decision = "reserved"
-        return _own(responses.not_found(request), request_id, outcome)
+        page = await login.handle(request, snapshot, runtime.client, path)
+        outcome.decision, outcome.user = page.decision, page.user
+        return _own(page.response, request_id, outcome)
 
     route = config.routes.match(request.method, path)
     outcome.route = route.label
     identity = NOBODY
+    set_cookies: proxy.Headers = []  # new session cookies after a refresh, or clearing ones
+    websocket = _is_websocket(request)
     if route.auth in ("required", "optional"):
+        if (
+            (request.method not in SAFE_METHODS or websocket)
+            and _carries_session(request, snapshot)
+            and cross_site(request, config.cookies.domain)
+        ):
+            outcome.decision = "cross_site"
+            return _own(responses.forbidden(request), request_id, outcome)
         identity = identify(request, snapshot.verifier, config.cookies.access)
+        identity, set_cookies = await snapshot.sessions.authenticate(request, identity)
     decision: Decision = decide(route, identity)
     if decision == "unauthorized" and (
         route.on_unauthenticated == "redirect"
@@ -112,13 +134,14 @@ async def _handle(
         outcome.user = identity.principal.subject
 
     if decision in ("deny", "forbidden"):
-        return _own(responses.forbidden(request), request_id, outcome)
+        return _own(responses.forbidden(request), request_id, outcome, set_cookies)
     if decision == "redirect":
         target = path + ("?" + query if query else "")
-        return _own(responses.redirect_to_login(config.login.path, target), request_id, outcome)
+        denial = responses.redirect_to_login(config.login.path, target)
+        return _own(denial, request_id, outcome, set_cookies)
     if decision == "unauthorized":
         denial = responses.unauthorized(config.login.path, token_failed=identity.presented)
-        return _own(denial, request_id, outcome)
+        return _own(denial, request_id, outcome, set_cookies)
 
     if not await proxy.continue_if_expected(request):
         outcome.decision = "bad_expect"
@@ -133,19 +156,21 @@ async def _handle(
         drop_authorization=identity.bearer and identity.principal is not None,
     )
     url = URL(snapshot.upstream_base + path + ("?" + query if query else ""), encoded=True)
+    extra: proxy.Headers = [("X-Request-Id", request_id)]
+    if set_cookies:
+        # a response carrying session cookies must never sit in a shared cache
+        extra += [*set_cookies, (hdrs.CACHE_CONTROL, "no-store")]
     response: web.StreamResponse
-    if _is_websocket(request):
+    if websocket:
+        ended = None
+        if identity.principal is not None:
+            ended = _session_ended(snapshot, identity.principal)
         response, upstream_status = await proxy.forward_websocket(
-            request, runtime.client, url, headers, snapshot.upstream_timeout
+            request, runtime.client, url, headers, snapshot.upstream_timeout, extra, ended
         )
     else:
         response, upstream_status = await proxy.forward(
-            request,
-            runtime.client,
-            url,
-            headers,
-            snapshot.upstream_timeout,
-            extra_headers=[("X-Request-Id", request_id)],
+            request, runtime.client, url, headers, snapshot.upstream_timeout, extra_headers=extra
         )
     outcome.upstream_status = upstream_status or None
     outcome.status = response.status
@@ -154,11 +179,48 @@ async def _handle(
     return response
 
 
-def _own(response: web.Response, request_id: str, outcome: _Outcome) -> web.Response:
+def _own(
+    response: web.StreamResponse,
+    request_id: str,
+    outcome: _Outcome,
+    set_cookies: Sequence[tuple[str, str]] = (),
+) -> web.StreamResponse:
     """A response the gateway makes itself (no upstream involved)."""
     response.headers["X-Request-Id"] = request_id
+    for name, value in set_cookies:
+        response.headers.add(name, value)
     outcome.status = response.status
     return response
+
+
+def _carries_session(request: web.BaseRequest, snapshot: Snapshot) -> bool:
+    """Cookies a browser attaches by itself: only those make cross-site requests dangerous."""
+    cookies = snapshot.config.cookies
+    return bool(cookie_value(request, cookies.access) or cookie_value(request, cookies.refresh))
+
+
+async def _session_ended(snapshot: Snapshot, principal: Principal) -> None:
+    """Returns once the WebSocket's session is logged out or revoked, or the store is down."""
+    while True:
+        await asyncio.sleep(snapshot.ws_recheck)
+        try:
+            if await snapshot.sessions.revoked(principal):
+                return
+        except StoreUnavailable:
+            return  # fail closed: a revocation during the outage cannot be seen
+
+
+_store_log = logging.getLogger("gateway.store")
+_last_store_error = 0.0
+
+
+def _store_down(why: str) -> None:
+    """One event line per 5 s at most: an outage must not flood the log."""
+    global _last_store_error
+    now = time.monotonic()
+    if now - _last_store_error >= 5:
+        _last_store_error = now
+        _store_log.error("store unavailable: answering 503", extra={"error": why})
 
 
 def _is_websocket(request: web.BaseRequest) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any, TypeAlias
 from urllib.parse import quote
 
@@ -234,8 +235,14 @@ async def forward_websocket(
     url: URL,
     headers: Headers,
     timeout: aiohttp.ClientTimeout,
+    extra_headers: Headers,
+    ended: Coroutine[Any, Any, None] | None = None,
 ) -> tuple[web.StreamResponse, int]:
-    """Handshake with the upstream first, then with the client, then pump frames both ways."""
+    """Handshake with the upstream first, then with the client, then pump frames both ways.
+
+    `ended` completes when the session behind the socket is logged out or revoked:
+    both sides are then closed (1008 to the client, 1001 to the upstream).
+    """
     protocols = [
         p.strip()
         for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")
@@ -253,22 +260,37 @@ async def forward_websocket(
                 autoping=True,
             )
     except aiohttp.WSServerHandshakeError as exc:
+        _discard(ended)
         return responses.bad_gateway(request), exc.status
     except (TimeoutError, aiohttp.ServerTimeoutError):
+        _discard(ended)
         return responses.gateway_timeout(request), 0
     except (aiohttp.ClientError, OSError):
+        _discard(ended)
         return responses.bad_gateway(request), 0
     client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else ())
+    for name, value in extra_headers:
+        client.headers.add(name, value)
     try:
         await client.prepare(request)
-        await _pump(client, upstream)
+        await _pump(client, upstream, ended)
     finally:
+        _discard(ended)
         await upstream.close()
         await client.close()
     return client, 101
 
 
-async def _pump(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+def _discard(coroutine: Coroutine[Any, Any, None] | None) -> None:
+    if coroutine is not None:
+        coroutine.close()  # never started, or already done: no "never awaited" warning
+
+
+async def _pump(
+    client: web.WebSocketResponse,
+    upstream: aiohttp.ClientWebSocketResponse,
+    ended: Coroutine[Any, Any, None] | None,
+) -> None:
     """Copy frames both ways until one side closes, then close the other with the same code."""
 
     async def copy(source: Socket, sink: Socket) -> Socket:
@@ -283,14 +305,21 @@ async def _pump(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocket
         asyncio.ensure_future(copy(client, upstream)): upstream,
         asyncio.ensure_future(copy(upstream, client)): client,
     }
+    running: list[asyncio.Future[Any]] = list(tasks)
+    if ended is not None:
+        running.append(asyncio.ensure_future(ended))
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
     finally:
         # only one reader per socket: stop the other direction before closing its sink
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    for task in done:
-        if not task.cancelled() and task.exception() is None:
+        for future in running:
+            future.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+    for task in tasks:
+        if task in done and not task.cancelled() and task.exception() is None:
             source = task.result()
             await tasks[task].close(code=source.close_code or aiohttp.WSCloseCode.OK)
+            return
+    if ended is not None and running[-1] in done:  # the session ended under the open socket
+        await client.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"session ended")
+        await upstream.close(code=aiohttp.WSCloseCode.GOING_AWAY)

@@ -72,6 +72,21 @@ def not_found(request: web.BaseRequest) -> web.Response:
     return _answer(request, 404, "not_found", "Not found.")
 
 
+def method_not_allowed(request: web.BaseRequest, allow: str) -> web.Response:
+    response = _answer(request, 405, "method_not_allowed", "Method not allowed.")
+    response.headers[hdrs.ALLOW] = allow
+    return response
+
+
+def service_unavailable(request: web.BaseRequest) -> web.Response:
+    """The store or the credential backend did not answer: fail closed, ask to retry."""
+    response = _answer(
+        request, 503, "unavailable", "The service is briefly unavailable. Try again shortly."
+    )
+    response.headers[hdrs.RETRY_AFTER] = "1"
+    return response
+
+
 def expectation_failed(request: web.BaseRequest) -> web.Response:
     return _answer(request, 417, "expectation_failed", "Only Expect: 100-continue is supported.")
 

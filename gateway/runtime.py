@@ -13,6 +13,10 @@ import aiohttp
 from aiohttp import hdrs, web
 
 from .config import Config
+from .credentials import UsersFile, VerifyUrl
+from .loginpage import LoginPage
+from .sessions import Sessions
+from .store import Store, open_store
 from .tokens import Verifier
 
 
@@ -25,15 +29,22 @@ class Snapshot:
     cookie_names: frozenset[str]
     reserved_paths: frozenset[str]  # answered by the gateway itself, never proxied
     upstream_timeout: aiohttp.ClientTimeout
+    sessions: Sessions
+    credentials: UsersFile | VerifyUrl | None  # None: no sign-in here, tokens come from elsewhere
+    login_page: LoginPage | None
+    ws_recheck: float  # how often an open WebSocket re-checks that its session is alive
 
     @classmethod
-    def build(cls, config: Config) -> Snapshot:
-        tokens = config.tokens
+    def build(cls, config: Config, store: Store) -> Snapshot:
+        """`store` is the process's: a new snapshot must not start from an empty memory store."""
+        tokens, login = config.tokens, config.login
+        verifier = tokens.verifier()
+        credentials: UsersFile | VerifyUrl | None = login.users
+        if login.verify_url is not None:
+            credentials = VerifyUrl(login.verify_url, login.verify_timeout)
         return cls(
             config=config,
-            verifier=Verifier(
-                tokens.keys, issuer=tokens.issuer, audience=tokens.audience, leeway=tokens.leeway
-            ),
+            verifier=verifier,
             upstream_base=str(config.upstream).rstrip("/"),
             identity_names=frozenset(
                 h.lower()
@@ -45,6 +56,11 @@ class Snapshot:
             upstream_timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=config.upstream_timeout, sock_read=config.upstream_timeout
             ),
+            sessions=Sessions(config, verifier, store),
+            credentials=credentials,
+            login_page=LoginPage(login.template) if credentials is not None else None,
+            # within 30 s of a logout, and well within a short access TTL
+            ws_recheck=min(10.0, max(0.5, tokens.access_ttl / 4)),
         )
 
 
@@ -52,7 +68,9 @@ class Runtime:
     """What lives as long as the process: the current snapshot and the upstream client."""
 
     def __init__(self, config: Config) -> None:
-        self.snapshot = Snapshot.build(config)
+        password = config.store_password.reveal().decode() if config.store_password else None
+        self.store = open_store(config.store, config.store_timeout, password)
+        self.snapshot = Snapshot.build(config, self.store)
         self._client: aiohttp.ClientSession | None = None
 
     @property
@@ -66,7 +84,7 @@ class Runtime:
         return self._client is not None and not self._client.closed
 
     def swap(self, config: Config) -> None:
-        self.snapshot = Snapshot.build(config)
+        self.snapshot = Snapshot.build(config, self.store)
 
     def open_client(self) -> aiohttp.ClientSession:
         # One pooled keep-alive session for every request. DummyCookieJar: a shared
@@ -85,10 +103,12 @@ class Runtime:
         )
         return self._client
 
-    async def close_client(self) -> None:
+    async def close(self) -> None:
+        """The upstream client and the store connections; the last thing at shutdown."""
         if self._client is not None:
             await self._client.close()
             self._client = None
+        await self.store.close()
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

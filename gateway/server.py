@@ -74,7 +74,7 @@ async def serve(config: Config, ready: Callable[[], Any] | None = None) -> None:
     finally:
         await public.cleanup()
         await admin.cleanup()
-        await runtime.close_client()
+        await runtime.close()
         logs.flush()
     log.info("stopped")
 

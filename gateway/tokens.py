@@ -9,6 +9,9 @@ signature check is the most expensive step of the request path.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -120,3 +123,83 @@ class Verifier:
         if not isinstance(exp, int | float):
             raise TokenInvalid("exp must be a number")
         return Principal(subject, frozenset(roles), claims, float(exp))
+
+
+# Claims a credential backend may not set: the gateway owns what makes a token a token.
+RESERVED_CLAIMS = frozenset(
+    ("iss", "aud", "exp", "nbf", "iat", "jti", "sub", TYPE_CLAIM, "fam", "kid")
+)
+
+
+class Issuer:
+    """Mints the gateway's own tokens; present only when the config has a signing key."""
+
+    def __init__(
+        self,
+        key_set: KeySet,
+        *,
+        issuer: str,
+        audience: str,
+        access_ttl: float,
+        refresh_ttl: float,
+    ) -> None:
+        key = key_set.signing_key
+        self._key = key.reveal() if isinstance(key, Secret) else key
+        self._algorithm = key_set.algorithm
+        self._issuer = issuer
+        self._audience = audience
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+
+    def access(
+        self, subject: str, family: str, claims: Mapping[str, Any], now: float
+    ) -> tuple[str, str]:
+        """A fresh access token and its jti."""
+        jti = new_id()
+        return self._sign(subject, family, jti, ACCESS, claims, now, self.access_ttl), jti
+
+    def refresh(
+        self, subject: str, family: str, jti: str, claims: Mapping[str, Any], issued_at: float
+    ) -> str:
+        """Deterministic in (jti, issued_at, claims): the grace window hands out the same one."""
+        return self._sign(subject, family, jti, REFRESH, claims, issued_at, self.refresh_ttl)
+
+    def _sign(
+        self,
+        subject: str,
+        family: str,
+        jti: str,
+        kind: str,
+        claims: Mapping[str, Any],
+        now: float,
+        ttl: float,
+    ) -> str:
+        payload = {k: v for k, v in claims.items() if k not in RESERVED_CLAIMS}
+        payload.update(
+            sub=subject,
+            iss=self._issuer,
+            aud=self._audience,
+            # sub-second iat: a login right after `gateway revoke` is not caught by the cut-off
+            iat=round(now, 3),
+            nbf=int(now),
+            exp=int(now + ttl),
+            jti=jti,
+            fam=family,
+            **{TYPE_CLAIM: kind},
+        )
+        return jwt.encode(payload, self._key, algorithm=self._algorithm)
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def successor_id(jti: str) -> str:
+    """The id of the refresh token that replaces `jti`.
+
+    Derived, not random, so every request racing one rotation computes the same
+    successor and the store never needs to hold it; it is no secret (a token also
+    needs the signature), and the store keeps only its digest.
+    """
+    raw = hashlib.sha256(b"gateway-refresh-successor\0" + jti.encode()).digest()
+    return base64.urlsafe_b64encode(raw[:16]).rstrip(b"=").decode()

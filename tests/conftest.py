@@ -249,7 +249,7 @@ class GatewayTestServer(BaseTestServer):  # type: ignore[type-arg]
 
     async def close(self) -> None:
         await super().close()
-        await self.runtime.close_client()
+        await self.runtime.close()
 
 
 Client = TestClient[web.BaseRequest, None]

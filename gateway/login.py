@@ -1,0 +1,230 @@
+"""The gateway's own pages: the login form and its POST, and logout.
+
+Login failures all look alike (one message, one status, about one duration)
+whether the user exists or not. Failures are counted in the store per
+username+client, per username and per client, so replicas share the count
+and a guesser gets 429 with Retry-After. `next` only ever leads to a path on
+this site.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import aiohttp
+from aiohttp import hdrs, web
+
+from . import cookies, responses
+from .credentials import MAX_FIELD, CredentialsUnavailable
+from .origin import cross_site, navigation_allowed
+from .runtime import Snapshot
+from .sessions import Sessions
+from .store import Limits
+
+security = logging.getLogger("gateway.security")
+
+FAILED = "Invalid username or password."
+_MAX_BODY = 64 * 1024
+# What the login page may do: nothing but show itself and post its form to this origin.
+_PAGE_HEADERS = {
+    hdrs.CACHE_CONTROL: "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:;"
+        " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+_UNSAFE_NEXT = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+@dataclass(slots=True)
+class Result:
+    response: web.StreamResponse
+    decision: str
+    user: str | None = None
+
+
+def safe_next(value: str | None) -> str:
+    """A same-origin relative path (`/x?y`), else `/`.
+
+    Refused: anything not starting with exactly one `/` (`//evil`, `https://..`,
+    `javascript:`), backslashes (`/\\evil` is `//evil` to a browser), and control
+    characters, also when percent-encoded (`%0d%0a` would split a header).
+    """
+    if not value or len(value) > 2048:
+        return "/"
+    decoded = unquote(value)
+    if not value.startswith("/") or value.startswith("//") or decoded.startswith("//"):
+        return "/"
+    if _UNSAFE_NEXT.search(value) or _UNSAFE_NEXT.search(decoded):
+        return "/"
+    return value
+
+
+async def handle(
+    request: web.BaseRequest, snapshot: Snapshot, client: aiohttp.ClientSession, path: str
+) -> Result:
+    login = snapshot.config.login
+    if snapshot.login_page is None or snapshot.credentials is None:
+        return Result(responses.not_found(request), "reserved")
+    if path == login.logout_path:
+        return await _logout(request, snapshot)
+    if request.method in ("GET", "HEAD"):
+        page = _page(snapshot, request.query.get("next"), status=200)
+        return Result(page, "login_page")
+    if request.method != "POST":
+        return Result(responses.method_not_allowed(request, "GET, POST"), "login_method")
+    if cross_site(request, snapshot.config.cookies.domain):
+        return Result(responses.forbidden(request), "cross_site")
+    return await _sign_in(request, snapshot, client)
+
+
+async def _sign_in(
+    request: web.BaseRequest, snapshot: Snapshot, client: aiohttp.ClientSession
+) -> Result:
+    config = snapshot.config
+    sessions: Sessions = snapshot.sessions
+    as_json = _is_json(request)
+    fields = await _fields(request, as_json)
+    if fields is None:
+        return Result(responses.bad_request(request, "expected a form or a JSON object"), "login")
+    username, password = fields.get("username", ""), fields.get("password", "")
+    next_path = safe_next(fields.get("next") or request.query.get("next"))
+    if not username or not password:
+        return Result(responses.bad_request(request, "username and password are required"), "login")
+    address = request.remote or ""
+    limits = Limits(
+        pair=config.login.max_failures,
+        single=config.login.max_failures * 4,
+        window=config.login.failure_window,
+    )
+    wait = await sessions.store.throttled(username, address, limits)
+    if wait > 0:
+        security.warning(
+            "login throttled", extra={"event": "login_throttled", "user": username[:128]}
+        )
+        return Result(_too_many(request, as_json, wait), "login_throttled", username)
+    assert snapshot.credentials is not None  # noqa: S101 - handle() checks
+    try:
+        claims = await snapshot.credentials.check(username, password, client)
+    except CredentialsUnavailable as exc:
+        security.error(
+            "verify_url failed; login refused", extra={"event": "verify_failed", "why": str(exc)}
+        )
+        return Result(responses.service_unavailable(request), "login_unavailable")
+    if claims is None:
+        await sessions.store.record_failure(username, address, limits)
+        security.warning(
+            "login failed",
+            extra={"event": "login_failed", "user": username[:128], "client": address},
+        )
+        return Result(_failed(snapshot, request, as_json, username, next_path), "login_failed")
+    await sessions.store.clear_failures(username, address)
+    issued = await sessions.start(claims, address, request.headers.get(hdrs.USER_AGENT, "")[:256])
+    subject = issued.principal.subject
+    security.info("login", extra={"event": "login", "user": subject, "client": address})
+    response = web.Response(status=303, headers={hdrs.LOCATION: next_path})
+    response.headers[hdrs.CACHE_CONTROL] = "no-store"
+    for name, value in issued.set_cookies:
+        response.headers.add(name, value)
+    return Result(response, "login", subject)
+
+
+async def _logout(request: web.BaseRequest, snapshot: Snapshot) -> Result:
+    config = snapshot.config
+    if request.method in ("GET", "HEAD"):
+        if not navigation_allowed(request, config.cookies.domain):
+            return Result(responses.forbidden(request), "cross_site")
+    elif request.method != "POST":
+        return Result(responses.method_not_allowed(request, "POST, GET"), "logout_method")
+    elif cross_site(request, config.cookies.domain):
+        return Result(responses.forbidden(request), "cross_site")
+    ended = await snapshot.sessions.end(request)
+    response = web.Response(status=303, headers={hdrs.LOCATION: config.login.path})
+    response.headers[hdrs.CACHE_CONTROL] = "no-store"
+    for name, value in cookies.clearing_cookies(config.cookies):
+        response.headers.add(name, value)
+    return Result(response, "logout" if ended else "logout_no_session")
+
+
+def _is_json(request: web.BaseRequest) -> bool:
+    return request.content_type == "application/json"
+
+
+async def _fields(request: web.BaseRequest, as_json: bool) -> dict[str, str] | None:
+    """username, password and next as strings; None for a body that is neither form nor JSON."""
+    if request.content_length is not None and request.content_length > _MAX_BODY:
+        return None
+    try:
+        raw: Any
+        if as_json:
+            raw = json.loads(await request.content.read(_MAX_BODY + 1) or b"null")
+        elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            raw = await request.post()
+        else:
+            return None
+    except (ValueError, aiohttp.ClientError, web.HTTPException):
+        return None
+    if not hasattr(raw, "get"):
+        return None
+    fields = {}
+    for key in ("username", "password", "next"):
+        value = raw.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > MAX_FIELD:
+            return None
+        fields[key] = value
+    return fields
+
+
+def _page(
+    snapshot: Snapshot, next_path: str | None, status: int, username: str = "", error: str = ""
+) -> web.Response:
+    assert snapshot.login_page is not None  # noqa: S101 - handle() checks
+    body = snapshot.login_page.render(
+        action=snapshot.config.login.path,
+        next_path=safe_next(next_path),
+        username=username,
+        error=error,
+    )
+    return web.Response(status=status, text=body, content_type="text/html", headers=_PAGE_HEADERS)
+
+
+def _failed(
+    snapshot: Snapshot, request: web.BaseRequest, as_json: bool, username: str, next_path: str
+) -> web.Response:
+    if as_json:
+        return _json(401, {"error": "invalid_credentials", "message": FAILED})
+    return _page(snapshot, next_path, status=401, username=username, error=FAILED)
+
+
+def _too_many(request: web.BaseRequest, as_json: bool, wait: float) -> web.Response:
+    seconds = str(max(1, math.ceil(wait)))
+    message = "Too many failed sign-in attempts. Try again later."
+    response = (
+        _json(429, {"error": "too_many_attempts", "message": message, "retry_after": int(seconds)})
+        if as_json
+        else web.Response(
+            status=429,
+            text=f"<!doctype html><title>429</title><p>{message}</p>\n",
+            content_type="text/html",
+        )
+    )
+    response.headers[hdrs.RETRY_AFTER] = seconds
+    response.headers[hdrs.CACHE_CONTROL] = "no-store"
+    return response
+
+
+def _json(status: int, body: dict[str, Any]) -> web.Response:
+    response = web.Response(status=status, text=json.dumps(body), content_type="application/json")
+    response.headers[hdrs.CACHE_CONTROL] = "no-store"
+    return response

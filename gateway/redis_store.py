@@ -1,0 +1,251 @@
+"""`redis://` and `rediss://`: the store replicas share.
+
+One bounded connection pool, one timeout on every call (`store_timeout`,
+covering connect, the one retry after a dropped connection, and the reply),
+and every multi-key change a Lua script, so two replicas racing the same
+rotation cannot both win. Any failure surfaces as StoreUnavailable: the
+caller answers 503 rather than guess, which is what keeps a revoked token out
+while Redis is down. Keys live under `gw:`; a single Redis (or a primary
+behind Sentinel or a managed endpoint) is assumed, not Redis Cluster, since
+revocation touches keys derived from one user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from yarl import URL
+
+from .store import AccessCheck, Limits, Rotation, Session, StoreUnavailable
+
+T = TypeVar("T")
+_P = "gw:"
+
+# KEYS: family, user index. ARGV: subject, digest, now, client, user agent, ttl ms, family id
+_CREATE = """
+redis.call('HSET', KEYS[1], 'sub', ARGV[1], 'cur', ARGV[2], 'prev', '', 'rot', '0',
+           'created', ARGV[3], 'last', ARGV[3], 'client', ARGV[4], 'ua', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[6]) / 1000, ARGV[7])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+return 1
+"""
+
+# KEYS: family, dead marker, user index.
+# ARGV: presented, successor, now, grace s, ttl ms, client, user agent, dead ms, family id
+_ROTATE = """
+local f = redis.call('HMGET', KEYS[1], 'cur', 'prev', 'rot')
+if not f[1] then return {'missing', '0'} end
+if f[1] == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', ARGV[1], 'rot', ARGV[3], 'last', ARGV[3],
+             'client', ARGV[6], 'ua', ARGV[7])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) + tonumber(ARGV[5]) / 1000, ARGV[9])
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  return {'rotated', ARGV[3]}
+end
+if f[2] == ARGV[1] and tonumber(ARGV[3]) - tonumber(f[3]) <= tonumber(ARGV[4]) then
+  return {'grace', f[3]}
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[9])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[8])
+return {'reuse', '0'}
+"""
+
+# KEYS: family, dead marker, user index, [deny marker]. ARGV: ms, family id
+_END = """
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+if KEYS[4] then redis.call('SET', KEYS[4], '1', 'PX', ARGV[1]) end
+return 1
+"""
+
+# KEYS: user index, cut-off. ARGV: now, ms, key prefix
+_REVOKE_USER = """
+local n = 0
+for _, fid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  n = n + redis.call('DEL', ARGV[3] .. 'fam:' .. fid)
+  redis.call('SET', ARGV[3] .. 'dead:' .. fid, '1', 'PX', ARGV[2])
+end
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return n
+"""
+
+# KEYS: failure counters. ARGV: limit per key. Returns the longest wait in ms, 0 if none.
+_THROTTLED = """
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local count = tonumber(redis.call('GET', key) or '0')
+  if count >= tonumber(ARGV[i]) then
+    local ttl = redis.call('PTTL', key)
+    if ttl > wait then wait = ttl end
+  end
+end
+return wait
+"""
+
+# KEYS: failure counters. ARGV: window ms
+_FAIL = """
+for _, key in ipairs(KEYS) do
+  if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
+end
+return 1
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+class RedisStore:
+    def __init__(self, url: URL, timeout: float, password: str | None = None) -> None:
+        self._timeout = timeout
+        pool = redis.BlockingConnectionPool.from_url(
+            str(url),
+            max_connections=64,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # one quick retry: after a Redis restart every pooled connection is dead once
+            retry=Retry(NoBackoff(), 1),
+            password=password,
+            decode_responses=True,
+        )
+        self._redis = redis.Redis(connection_pool=pool)
+        self._create = self._redis.register_script(_CREATE)
+        self._rotate = self._redis.register_script(_ROTATE)
+        self._end = self._redis.register_script(_END)
+        self._revoke_user = self._redis.register_script(_REVOKE_USER)
+        self._throttled = self._redis.register_script(_THROTTLED)
+        self._fail = self._redis.register_script(_FAIL)
+
+    async def _call(self, operation: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await operation
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(type(exc).__name__) from None
+
+    async def access_revoked(self, check: AccessCheck) -> bool:
+        keys = [_P + "deny:" + check.jti, _P + "cut:" + check.subject]
+        if check.family:
+            keys.append(_P + "dead:" + check.family)
+        values = await self._call(self._redis.mget(keys))
+        if values[0] is not None or (len(values) > 2 and values[2] is not None):
+            return True
+        return values[1] is not None and check.issued_at < float(values[1])
+
+    async def create_family(self, session: Session, token_digest: str, ttl: float) -> None:
+        keys = [_P + "fam:" + session.family, _P + "user:" + session.subject]
+        args: list[str | int] = [
+            session.subject,
+            token_digest,
+            repr(session.created),
+            session.client,
+            session.user_agent,
+            _ms(ttl),
+            session.family,
+        ]
+        await self._call(self._create(keys=keys, args=args))
+
+    async def rotate(
+        self,
+        family: str,
+        subject: str,
+        presented: str,
+        successor: str,
+        *,
+        now: float,
+        grace: float,
+        ttl: float,
+        client: str,
+        user_agent: str,
+        revoked_for: float,
+    ) -> Rotation:
+        keys = [_P + "fam:" + family, _P + "dead:" + family, _P + "user:" + subject]
+        args: list[str | int] = [
+            presented,
+            successor,
+            repr(now),
+            repr(grace),
+            _ms(ttl),
+            client,
+            user_agent,
+            _ms(revoked_for),
+            family,
+        ]
+        outcome, rotated_at = await self._call(self._rotate(keys=keys, args=args))
+        return Rotation(outcome, float(rotated_at))
+
+    async def end_family(self, family: str, subject: str, jti: str | None, deny_for: float) -> None:
+        keys = [_P + "fam:" + family, _P + "dead:" + family, _P + "user:" + subject]
+        if jti:
+            keys.append(_P + "deny:" + jti)
+        await self._call(self._end(keys=keys, args=[_ms(deny_for), family]))
+
+    async def revoke_user(self, subject: str, now: float, keep_for: float) -> int:
+        keys = [_P + "user:" + subject, _P + "cut:" + subject]
+        count = await self._call(self._revoke_user(keys=keys, args=[repr(now), _ms(keep_for), _P]))
+        return int(count)
+
+    async def sessions(self, subject: str) -> list[Session]:
+        found = await self._call(self._redis.zrange(_P + "user:" + subject, 0, -1))
+        families = [str(f) for f in found]
+        if not families:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for family in families:
+            pipe.hgetall(_P + "fam:" + family)
+        rows = await self._call(pipe.execute())
+        return [
+            Session(
+                family=family,
+                subject=row.get("sub", subject),
+                created=float(row.get("created", 0)),
+                last_refresh=float(row.get("last", 0)),
+                client=row.get("client", ""),
+                user_agent=row.get("ua", ""),
+            )
+            for family, row in zip(families, rows, strict=True)
+            if row
+        ]
+
+    async def throttled(self, username: str, client: str, limits: Limits) -> float:
+        keys, limits_list = _failure_keys(username, client, limits)
+        wait_ms = await self._call(self._throttled(keys=keys, args=limits_list))
+        return int(wait_ms) / 1000
+
+    async def record_failure(self, username: str, client: str, limits: Limits) -> None:
+        keys, _ = _failure_keys(username, client, limits)
+        await self._call(self._fail(keys=keys, args=[_ms(limits.window)]))
+
+    async def clear_failures(self, username: str, client: str) -> None:
+        await self._call(self._redis.delete(_pair_key(username, client)))
+
+    async def ping(self) -> None:
+        await self._call(self._redis.ping())
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+        await self._redis.connection_pool.disconnect()
+
+
+def _pair_key(username: str, client: str) -> str:
+    return f"{_P}fail:pair:{username}\0{client}"
+
+
+def _failure_keys(username: str, client: str, limits: Limits) -> tuple[list[str], list[int]]:
+    """Failures counted three ways: the pair, the username alone, the client alone."""
+    return (
+        [_pair_key(username, client), f"{_P}fail:user:{username}", f"{_P}fail:client:{client}"],
+        [limits.pair, limits.single, limits.single],
+    )

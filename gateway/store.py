@@ -1,0 +1,128 @@
+"""What sessions keep between requests, and the one interface both stores offer.
+
+The store holds only what must be shared and revocable: refresh-token families
+(as SHA-256 digests of token ids, never a token), the access-token denylist,
+per-user cut-offs and login-failure counters. Everything carries a TTL, so a
+store left alone for `refresh_ttl` is empty. Each operation a request needs is
+one call, so with Redis it is one round trip; the operations that must be
+atomic across replicas (rotation, reuse detection, revocation, failure
+counting) are single Lua scripts there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from yarl import URL
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer in `store_timeout`. Requests that need it fail closed (503)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One login (a refresh-token family), as `gateway sessions` lists it."""
+
+    family: str
+    subject: str
+    created: float
+    last_refresh: float
+    client: str
+    user_agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """What presenting a refresh token did.
+
+    rotated: it was the current token; the successor is now current.
+    grace: it was the previous token, within the grace window; the successor
+        minted at `rotated_at` is handed out again, nothing is revoked.
+    reuse: it was an older token, or the previous one after the grace window;
+        the whole family is revoked.
+    missing: no such family (logged out, revoked or expired).
+    """
+
+    outcome: Literal["rotated", "grace", "reuse", "missing"]
+    rotated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AccessCheck:
+    """What the per-request revocation check needs from a verified access token."""
+
+    jti: str
+    subject: str
+    family: str
+    issued_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Login throttling: failures allowed per username+client, and per client or user alone."""
+
+    pair: int
+    single: int
+    window: float
+
+
+class Store(Protocol):
+    async def access_revoked(self, check: AccessCheck) -> bool:
+        """Denylisted jti, revoked family, or issued before the user's cut-off. One round trip."""
+
+    async def create_family(self, session: Session, token_digest: str, ttl: float) -> None: ...
+
+    async def rotate(
+        self,
+        family: str,
+        subject: str,
+        presented: str,
+        successor: str,
+        *,
+        now: float,
+        grace: float,
+        ttl: float,
+        client: str,
+        user_agent: str,
+        revoked_for: float,
+    ) -> Rotation:
+        """Atomic: `presented` and `successor` are token digests; see Rotation."""
+
+    async def end_family(self, family: str, subject: str, jti: str | None, deny_for: float) -> None:
+        """Logout: the family dies and its access tokens (and `jti`) are refused for `deny_for`."""
+
+    async def revoke_user(self, subject: str, now: float, keep_for: float) -> int:
+        """Every family of the user dies; access tokens issued before `now` are refused."""
+
+    async def sessions(self, subject: str) -> list[Session]: ...
+
+    async def throttled(self, username: str, client: str, limits: Limits) -> float:
+        """Seconds until the next attempt is allowed; 0 when it is allowed now."""
+
+    async def record_failure(self, username: str, client: str, limits: Limits) -> None: ...
+
+    async def clear_failures(self, username: str, client: str) -> None: ...
+
+    async def ping(self) -> None:
+        """Raises StoreUnavailable when the store does not answer."""
+
+    async def close(self) -> None: ...
+
+
+def digest(value: str) -> str:
+    """SHA-256 of a token id: what the store keeps instead of the token."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def open_store(url: URL, timeout: float, password: str | None = None) -> Store:
+    """The store named by the config; nothing connects until the first call."""
+    if url.scheme == "memory":
+        from .memory_store import MemoryStore
+
+        return MemoryStore()
+    from .redis_store import RedisStore
+
+    return RedisStore(url, timeout, password)
