@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import hashlib
 import json
@@ -28,6 +29,7 @@ from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 from gateway.app import create_server
 from gateway.config import load
 from gateway.runtime import Runtime
+from tests.redis_server import RedisServer
 
 SECRET_ENV = "GATEWAY_TEST_SECRET"
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,7 +182,11 @@ default: required
 """
 
 
-def config_text(upstream_url: str, extra: str = "", routes: str = BASE_ROUTES) -> str:
+def config_text(
+    upstream_url: str, extra: str = "", routes: str = BASE_ROUTES, tokens: str = ""
+) -> str:
+    """A config in front of `upstream_url`; `tokens` holds `key: value` lines for tokens:."""
+    token_lines = "".join(f"  {line.strip()}\n" for line in tokens.splitlines() if line.strip())
     return (
         textwrap.dedent(
             f"""
@@ -191,10 +197,10 @@ def config_text(upstream_url: str, extra: str = "", routes: str = BASE_ROUTES) -
             tokens:
               algorithm: HS256
               secret_env: {SECRET_ENV}
-            cookies:
-              secure: false
             """
         )
+        + token_lines
+        + "cookies:\n  secure: false\n"
         + textwrap.dedent(routes)
         + textwrap.dedent(extra)
     )
@@ -270,10 +276,15 @@ async def make_gateway(
     clients: list[Client] = []
 
     async def factory(
-        extra: str = "", routes: str = BASE_ROUTES, upstream_url: str | None = None
+        extra: str = "",
+        routes: str = BASE_ROUTES,
+        upstream_url: str | None = None,
+        tokens: str = "",
     ) -> Client:
         url = upstream_url or str(upstream.make_url("")).rstrip("/")
-        client = await gateway_client(write_config(tmp_path, config_text(url, extra, routes)))
+        text = config_text(url, extra, routes, tokens)
+        name = f"config-{len(clients)}.yaml" if clients else "config.yaml"
+        client = await gateway_client(write_config(tmp_path, text, name))
         clients.append(client)
         return client
 
@@ -421,3 +432,65 @@ def _dechunk(data: bytes) -> bytes:
         out += rest[:size]
         data = rest[size + 2 :]
     return out
+
+
+# -- Redis and sessions -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis shared by the whole run; each test uses its own key space by its own users."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, to kill and restart."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+USERS = {"alice": ("wonderland", ["admin"]), "bob": ("builder", ["viewer"])}
+
+
+@functools.cache
+def _hash(password: str) -> str:
+    from gateway.credentials import hash_password
+
+    return hash_password(password)
+
+
+def users_yaml(users: dict[str, tuple[str, list[str]]] | None = None) -> str:
+    lines = []
+    for name, (password, roles) in (users or USERS).items():
+        lines += [
+            f"{name}:",
+            f'  password_hash: "{_hash(password)}"',
+            f"  email: {name}@example.com",
+            f"  roles: [{', '.join(roles)}]",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def session_extra(directory: Path, store: str = "memory://", more: str = "") -> str:
+    """Config lines for sign-in with the USERS file written into `directory`."""
+    (directory / "users.yaml").write_text(users_yaml())
+    return textwrap.dedent(
+        f"""
+        store: {store}
+        store_timeout: 300ms
+        login:
+          users_file: {directory / "users.yaml"}
+        """
+    ) + textwrap.dedent(more)
+
+
+SAME_ORIGIN = "http://127.0.0.1"  # tests talk to 127.0.0.1; the port is not compared
