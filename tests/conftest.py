@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jwt
 import pytest
 from aiohttp import web
@@ -263,7 +264,10 @@ GatewayFactory = Callable[..., Awaitable[Client]]
 
 
 async def gateway_client(config_path: Path) -> Client:
-    client: Client = TestClient(GatewayTestServer(Runtime(load(config_path))))
+    # no cookie jar: every test says exactly which cookies it sends
+    client: Client = TestClient(
+        GatewayTestServer(Runtime(load(config_path))), cookie_jar=aiohttp.DummyCookieJar()
+    )
     await client.start_server()
     return client
 
@@ -480,17 +484,17 @@ def users_yaml(users: dict[str, tuple[str, list[str]]] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def session_extra(directory: Path, store: str = "memory://", more: str = "") -> str:
-    """Config lines for sign-in with the USERS file written into `directory`."""
+def session_extra(
+    directory: Path, store: str = "memory://", login: str = "", more: str = ""
+) -> str:
+    """Config lines for sign-in with the USERS file written into `directory`;
+    `login` holds more `key: value` lines for the login: section."""
     (directory / "users.yaml").write_text(users_yaml())
-    return textwrap.dedent(
-        f"""
-        store: {store}
-        store_timeout: 300ms
-        login:
-          users_file: {directory / "users.yaml"}
-        """
-    ) + textwrap.dedent(more)
+    login_lines = "".join(f"  {line.strip()}\n" for line in login.splitlines() if line.strip())
+    return (
+        f"store: {store}\nstore_timeout: 300ms\n"
+        f"login:\n  users_file: {directory / 'users.yaml'}\n{login_lines}" + textwrap.dedent(more)
+    )
 
 
 SAME_ORIGIN = "http://127.0.0.1"  # tests talk to 127.0.0.1; the port is not compared

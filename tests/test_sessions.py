@@ -1,0 +1,493 @@
+"""Sign-in, refresh rotation, logout and revocation through a real gateway on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from gateway.config import CookiesConfig
+from gateway.cookies import clearing_cookies, session_cookies
+from tests.conftest import (
+    SAME_ORIGIN,
+    Client,
+    GatewayFactory,
+    free_port,
+    mint,
+    received,
+    session_extra,
+)
+
+FORM_HEADERS = {"Origin": SAME_ORIGIN}
+
+
+def set_cookies(response: aiohttp.ClientResponse) -> dict[str, dict[str, Any]]:
+    """name -> {value, attributes...} from every Set-Cookie of a response."""
+    found: dict[str, dict[str, Any]] = {}
+    for header in response.headers.getall("Set-Cookie", ()):
+        jar: SimpleCookie = SimpleCookie()
+        jar.load(header)
+        for name, morsel in jar.items():
+            found[name] = {"value": morsel.value, "raw": header}
+            found[name].update({k: v for k, v in morsel.items() if v != ""})
+    return found
+
+
+def cookie_header(cookies: dict[str, str]) -> dict[str, str]:
+    return {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+
+
+async def sign_in(
+    client: Client, user: str = "alice", password: str = "wonderland", next_path: str = "/"
+) -> dict[str, str]:
+    response = await client.post(
+        "/login",
+        data={"username": user, "password": password, "next": next_path},
+        headers=FORM_HEADERS,
+        allow_redirects=False,
+    )
+    assert response.status == 303, await response.text()
+    return {name: c["value"] for name, c in set_cookies(response).items()}
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory, tmp_path: Path) -> Client:
+    return await make_gateway(session_extra(tmp_path))
+
+
+# -- the login page ---------------------------------------------------------------------
+
+
+async def test_login_page_is_a_form_with_the_next_path_escaped(gateway: Client) -> None:
+    response = await gateway.get("/login", params={"next": '/x"><script>alert(1)</script>'})
+    assert response.status == 200
+    body = await response.text()
+    assert '<form method="post" action="/login">' in body
+    assert "<script>alert(1)" not in body
+    assert 'value="/x&#34;&gt;&lt;script&gt;' in body
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+async def test_sign_in_sets_both_cookies_and_sends_the_browser_back(gateway: Client) -> None:
+    response = await gateway.post(
+        "/login",
+        data={"username": "alice", "password": "wonderland", "next": "/dashboard?tab=2"},
+        headers=FORM_HEADERS,
+        allow_redirects=False,
+    )
+    assert response.status == 303
+    assert response.headers["Location"] == "/dashboard?tab=2"
+    cookies = set_cookies(response)
+    access, refresh = cookies["access_token"], cookies["refresh_token"]
+    for cookie in (access, refresh):
+        assert cookie["httponly"] is True and cookie["path"] == "/"
+        assert cookie["samesite"] == "Lax"
+        assert "secure" not in cookie  # the test config says secure: false
+    assert access["max-age"] == "900" and refresh["max-age"] == str(14 * 86400)
+    page = await gateway.get("/dashboard", headers=cookie_header({"access_token": access["value"]}))
+    seen = received(await page.json())
+    assert seen["x-user-id"] == ["alice"] and seen["x-user-roles"] == ["admin"]
+    assert "access_token" not in seen.get("cookie", [""])[0]
+
+
+def test_cookie_attributes_follow_the_config() -> None:
+    config = CookiesConfig(secure=True, same_site="strict", path="/app", domain="example.com")
+    set_, clear = session_cookies(config, "A", 60, "R", 3600), clearing_cookies(config)
+    assert set_ == [
+        ("Set-Cookie", "access_token=A; Max-Age=60; Path=/app; Domain=example.com; HttpOnly;"
+         " Secure; SameSite=Strict"),
+        ("Set-Cookie", "refresh_token=R; Max-Age=3600; Path=/app; Domain=example.com; HttpOnly;"
+         " Secure; SameSite=Strict"),
+    ]  # fmt: skip
+    # a clearing cookie repeats every attribute, or the browser keeps the original
+    assert clear[0][1].replace("=;", "=A;", 1) == set_[0][1].replace("60", "0")
+
+
+async def test_json_sign_in(gateway: Client) -> None:
+    response = await gateway.post(
+        "/login",
+        json={"username": "bob", "password": "builder", "next": "/api/me"},
+        headers=FORM_HEADERS,
+        allow_redirects=False,
+    )
+    assert response.status == 303 and response.headers["Location"] == "/api/me"
+    access = set_cookies(response)["access_token"]["value"]
+    who = await gateway.get("/api/me", headers={"Authorization": f"Bearer {access}"})
+    assert received(await who.json())["x-user-id"] == ["bob"]
+
+
+async def test_wrong_password_and_unknown_user_look_the_same(gateway: Client) -> None:
+    answers = []
+    for user, password in (("alice", "wrong"), ("nobody", "wrong")):
+        response = await gateway.post(
+            "/login", json={"username": user, "password": password}, headers=FORM_HEADERS
+        )
+        answers.append((response.status, await response.json(), set_cookies(response)))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 401 and answers[0][2] == {}
+    page = await gateway.post(
+        "/login", data={"username": "nobody", "password": "x"}, headers=FORM_HEADERS
+    )
+    assert page.status == 401 and "Invalid username or password." in await page.text()
+
+
+async def test_missing_fields_are_a_bad_request(gateway: Client) -> None:
+    for body in ({"username": "alice"}, {"password": "x"}, {"username": ["a"], "password": "x"}):
+        response = await gateway.post("/login", json=body, headers=FORM_HEADERS)
+        assert response.status == 400
+    response = await gateway.post("/login", data=b"junk", headers={"Content-Type": "text/plain"})
+    assert response.status == 400
+
+
+async def test_too_many_failures_get_429_with_retry_after(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    client = await make_gateway(session_extra(tmp_path, login="max_failures: 2"))
+    for _ in range(2):
+        bad = await client.post(
+            "/login", json={"username": "alice", "password": "nope"}, headers=FORM_HEADERS
+        )
+        assert bad.status == 401
+    # now even the right password waits: a guesser cannot tell which attempt was right
+    blocked = await client.post(
+        "/login", json={"username": "alice", "password": "wonderland"}, headers=FORM_HEADERS
+    )
+    assert blocked.status == 429
+    assert 1 <= int(blocked.headers["Retry-After"]) <= 15 * 60
+    other = await client.post(
+        "/login",
+        json={"username": "bob", "password": "builder"},
+        headers=FORM_HEADERS,
+        allow_redirects=False,
+    )
+    assert other.status == 303  # another user from the same client is not locked out
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.com",
+        "/\\evil.com",
+        "https://evil.com",
+        "/%0d%0aSet-Cookie:x",
+        "javascript:alert(1)",
+        "/%2F%2Fevil.com",
+        "http:/evil.com",
+        "",
+    ],
+)
+async def test_next_never_leaves_the_site(gateway: Client, target: str) -> None:
+    response = await gateway.post(
+        "/login",
+        data={"username": "alice", "password": "wonderland", "next": target},
+        headers=FORM_HEADERS,
+        allow_redirects=False,
+    )
+    assert response.status == 303
+    assert response.headers["Location"] == "/"
+    assert "x" not in set_cookies(response)
+
+
+async def test_login_from_another_site_is_refused(gateway: Client) -> None:
+    for origin in ("https://evil.com", "null"):
+        response = await gateway.post(
+            "/login",
+            data={"username": "alice", "password": "wonderland"},
+            headers={"Origin": origin},
+            allow_redirects=False,
+        )
+        assert response.status == 403
+        assert set_cookies(response) == {}
+
+
+async def test_without_a_credential_backend_login_is_not_here(make_gateway: GatewayFactory) -> None:
+    client = await make_gateway()
+    assert (await client.get("/login")).status == 404
+
+
+# -- refresh ----------------------------------------------------------------------------
+
+
+async def test_missing_access_token_is_refreshed_in_the_same_request(gateway: Client) -> None:
+    first = await sign_in(gateway)
+    response = await gateway.get(
+        "/dashboard",
+        headers={"Accept": "text/html", **cookie_header({"refresh_token": first["refresh_token"]})},
+        allow_redirects=False,
+    )
+    assert response.status == 200  # no redirect
+    assert received(await response.json())["x-user-id"] == ["alice"]
+    new = {name: c["value"] for name, c in set_cookies(response).items()}
+    assert new["refresh_token"] != first["refresh_token"]
+    assert new["access_token"] != first["access_token"]
+    assert response.headers["Cache-Control"] == "no-store"
+    again = await gateway.get("/api/x", headers=cookie_header(new))
+    assert again.status == 200 and set_cookies(again) == {}
+
+
+async def test_expired_access_token_is_refreshed(gateway: Client, secret: str) -> None:
+    first = await sign_in(gateway)
+    expired = mint(secret, exp=int(time.time()) - 120, iat=int(time.time()) - 1000)
+    response = await gateway.get(
+        "/api/x",
+        headers=cookie_header({"access_token": expired, "refresh_token": first["refresh_token"]}),
+    )
+    assert response.status == 200
+    assert set(set_cookies(response)) == {"access_token", "refresh_token"}
+
+
+async def test_parallel_requests_of_one_page_load_all_succeed(gateway: Client) -> None:
+    first = await sign_in(gateway)
+    stale = cookie_header({"refresh_token": first["refresh_token"]})
+    responses = await asyncio.gather(*(gateway.get(f"/api/{i}", headers=stale) for i in range(20)))
+    assert [r.status for r in responses] == [200] * 20
+    successors = {set_cookies(r)["refresh_token"]["value"] for r in responses}
+    assert len(successors) == 1  # every racer was handed the same successor
+    # nothing was revoked: the successor keeps working, and rotates again
+    (successor,) = successors
+    later = await gateway.get("/api/next", headers=cookie_header({"refresh_token": successor}))
+    assert later.status == 200
+    assert set_cookies(later)["refresh_token"]["value"] != successor
+
+
+async def test_replay_after_grace_revokes_the_whole_login(
+    make_gateway: GatewayFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make_gateway(session_extra(tmp_path), tokens="refresh_reuse_grace: 200ms")
+    first = await sign_in(client)
+    rotated = await client.get(
+        "/api/a", headers=cookie_header({"refresh_token": first["refresh_token"]})
+    )
+    newest = {n: c["value"] for n, c in set_cookies(rotated).items()}
+    await asyncio.sleep(0.4)
+    with caplog.at_level(logging.WARNING, logger="gateway.security"):
+        replay = await client.get(
+            "/api/b", headers=cookie_header({"refresh_token": first["refresh_token"]})
+        )
+    assert replay.status == 401
+    cleared = set_cookies(replay)
+    assert cleared["refresh_token"]["max-age"] == "0" and cleared["access_token"]["max-age"] == "0"
+    events = [r for r in caplog.records if getattr(r, "event", "") == "refresh_reuse"]
+    assert len(events) == 1 and events[0].user == "alice"  # type: ignore[attr-defined]
+    # the newest refresh token of that login is dead, and so is its access token
+    for cookies in (
+        {"refresh_token": newest["refresh_token"]},
+        {"access_token": newest["access_token"]},
+    ):
+        dead = await client.get("/api/c", headers=cookie_header(cookies))
+        assert dead.status == 401
+
+
+async def test_a_refresh_token_is_never_an_access_token(gateway: Client) -> None:
+    first = await sign_in(gateway)
+    for headers in (
+        cookie_header({"access_token": first["refresh_token"]}),
+        {"Authorization": f"Bearer {first['refresh_token']}"},
+    ):
+        response = await gateway.get("/api/x", headers=headers)
+        assert response.status == 401
+        assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+async def test_removed_user_cannot_refresh(make_gateway: GatewayFactory, tmp_path: Path) -> None:
+    client = await make_gateway(session_extra(tmp_path))
+    first = await sign_in(client, "bob", "builder")
+    users = client.server.runtime.snapshot.config.login.users  # type: ignore[attr-defined]
+    del users.users["bob"]  # what a users-file reload without bob will do
+    response = await client.get(
+        "/api/x", headers=cookie_header({"refresh_token": first["refresh_token"]})
+    )
+    assert response.status == 401
+
+
+# -- logout and revocation --------------------------------------------------------------
+
+
+async def test_logout_ends_the_session_and_clears_cookies(gateway: Client) -> None:
+    cookies = await sign_in(gateway)
+    response = await gateway.post(
+        "/logout", headers={**FORM_HEADERS, **cookie_header(cookies)}, allow_redirects=False
+    )
+    assert response.status == 303 and response.headers["Location"] == "/login"
+    cleared = set_cookies(response)
+    for name in ("access_token", "refresh_token"):
+        assert cleared[name]["max-age"] == "0" and cleared[name]["value"] == ""
+        assert cleared[name]["path"] == "/" and cleared[name]["httponly"] is True
+        assert cleared[name]["samesite"] == "Lax"
+    for alone in (
+        {"access_token": cookies["access_token"]},
+        {"refresh_token": cookies["refresh_token"]},
+    ):
+        after = await gateway.get("/api/x", headers=cookie_header(alone))
+        assert after.status == 401
+    bearer = await gateway.get(
+        "/api/x", headers={"Authorization": f"Bearer {cookies['access_token']}"}
+    )
+    assert bearer.status == 401
+
+
+async def test_logout_by_get_only_from_the_same_site(gateway: Client) -> None:
+    cookies = await sign_in(gateway)
+    cross = await gateway.get(
+        "/logout",
+        headers={"Sec-Fetch-Site": "cross-site", **cookie_header(cookies)},
+        allow_redirects=False,
+    )
+    assert cross.status == 403
+    still = await gateway.get("/api/x", headers=cookie_header(cookies))
+    assert still.status == 200
+    same = await gateway.get(
+        "/logout",
+        headers={"Sec-Fetch-Site": "same-origin", **cookie_header(cookies)},
+        allow_redirects=False,
+    )
+    assert same.status == 303
+    assert (await gateway.get("/api/x", headers=cookie_header(cookies))).status == 401
+
+
+async def test_revoke_user_refuses_tokens_issued_before(gateway: Client) -> None:
+    alice = await sign_in(gateway)
+    bob = await sign_in(gateway, "bob", "builder")
+    sessions = gateway.server.runtime.snapshot.sessions  # type: ignore[attr-defined]
+    assert await sessions.revoke_user("alice") == 1
+    for cookies in (
+        {"access_token": alice["access_token"]},
+        {"refresh_token": alice["refresh_token"]},
+    ):
+        assert (await gateway.get("/api/x", headers=cookie_header(cookies))).status == 401
+    assert (await gateway.get("/api/x", headers=cookie_header(bob))).status == 200
+    fresh = await sign_in(gateway)  # signing in again right away works
+    assert (await gateway.get("/api/x", headers=cookie_header(fresh))).status == 200
+
+
+# -- cross-site requests ----------------------------------------------------------------
+
+
+async def test_cross_site_state_change_with_cookies_is_refused(gateway: Client) -> None:
+    cookies = await sign_in(gateway)
+    cases = [
+        ({"Origin": "https://evil.com"}, 403),
+        ({"Origin": "null"}, 403),
+        ({"Referer": "https://evil.com/page"}, 403),
+        ({"Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Origin": SAME_ORIGIN}, 200),
+        ({"Referer": SAME_ORIGIN + "/form"}, 200),
+        ({}, 200),  # no browser sends a cross-site POST without Origin
+    ]
+    for headers, status in cases:
+        response = await gateway.post("/api/x", headers={**headers, **cookie_header(cookies)})
+        assert response.status == status, headers
+    safe = await gateway.get(
+        "/api/x", headers={"Origin": "https://evil.com", **cookie_header(cookies)}
+    )
+    assert safe.status == 200
+    bearer = await gateway.post(
+        "/api/x",
+        headers={
+            "Origin": "https://spa.example",
+            "Authorization": f"Bearer {cookies['access_token']}",
+        },
+    )
+    assert bearer.status == 200  # a bearer token is not sent by the browser on its own
+
+
+async def test_cross_site_websocket_with_cookies_is_refused(gateway: Client) -> None:
+    cookies = await sign_in(gateway)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+        await gateway.ws_connect(
+            "/ws", headers={"Origin": "https://evil.com", **cookie_header(cookies)}
+        )
+    assert caught.value.status == 403
+
+
+async def test_websocket_is_closed_soon_after_logout(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    client = await make_gateway(session_extra(tmp_path), tokens="access_ttl: 2s")
+    cookies = await sign_in(client)
+    ws = await client.ws_connect("/ws", headers={"Origin": SAME_ORIGIN, **cookie_header(cookies)})
+    assert json.loads((await ws.receive(timeout=5)).data)["x-user-id"] == "alice"
+    await ws.send_str("hello")
+    assert (await ws.receive(timeout=5)).data == "echo:hello"
+    await client.post("/logout", headers={**FORM_HEADERS, **cookie_header(cookies)})
+    message = await ws.receive(timeout=30)
+    assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert ws.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION
+
+
+# -- the store down ---------------------------------------------------------------------
+
+
+async def test_store_down_fails_closed_with_503(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    client = await make_gateway(session_extra(tmp_path, store=dead))
+    token = client.server.runtime.snapshot.sessions.issuer.access("alice", "fam", {}, time.time())[
+        0
+    ]  # type: ignore[attr-defined]
+    response = await client.get("/api/x", headers=cookie_header({"access_token": token}))
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "1"
+    login = await client.post(
+        "/login", json={"username": "alice", "password": "wonderland"}, headers=FORM_HEADERS
+    )
+    assert login.status == 503
+    public = await client.get("/public/x")
+    assert public.status == 200  # routes that need no store keep working
+
+
+# -- verify_url -------------------------------------------------------------------------
+
+
+async def _verify(request: web.Request) -> web.Response:
+    body = await request.json()
+    password = body.get("password")
+    if body.get("username") == "carol" and password == "legacy":
+        return web.json_response(
+            {"sub": "u-42", "email": "carol@example.com", "roles": ["admin"], "exp": 1}
+        )
+    if password == "boom":
+        return web.Response(status=500)
+    if password == "slow":
+        await asyncio.sleep(3)
+    return web.Response(status=401)
+
+
+async def test_verify_url_signs_in_against_the_legacy_app(
+    make_gateway: GatewayFactory, aiohttp_server: Any
+) -> None:
+    legacy_app = web.Application()
+    legacy_app.router.add_post("/check", _verify)
+    legacy: TestServer = await aiohttp_server(legacy_app)
+    client = await make_gateway(
+        f"login:\n  verify_url: {legacy.make_url('/check')}\n  verify_timeout: 500ms\n"
+    )
+    ok = await client.post(
+        "/login",
+        json={"username": "carol", "password": "legacy"},
+        headers=FORM_HEADERS,
+        allow_redirects=False,
+    )
+    assert ok.status == 303
+    access = set_cookies(ok)["access_token"]["value"]
+    seen = received(
+        await (await client.get("/api/x", headers=cookie_header({"access_token": access}))).json()
+    )
+    assert seen["x-user-id"] == ["u-42"] and seen["x-user-email"] == ["carol@example.com"]
+    for password, status in (("wrong", 401), ("boom", 503), ("slow", 503)):
+        response = await client.post(
+            "/login", json={"username": "carol", "password": password}, headers=FORM_HEADERS
+        )
+        assert response.status == status, password
+        assert set_cookies(response) == {}

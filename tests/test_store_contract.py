@@ -1,0 +1,185 @@
+"""One contract, two stores: memory:// and a real Redis server behave the same."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from yarl import URL
+
+from gateway.store import AccessCheck, Limits, Session, Store, StoreUnavailable, open_store
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
+    opened = open_store(URL(url), timeout=1.0)
+    yield opened
+    await opened.close()
+
+
+def _user() -> str:
+    return f"user-{uuid.uuid4().hex[:8]}"  # a fresh user per test keeps a shared Redis clean
+
+
+async def _login(store: Store, user: str, digest: str = "d0", family: str | None = None) -> str:
+    family = family or uuid.uuid4().hex
+    now = time.time()
+    await store.create_family(Session(family, user, now, now, "127.0.0.1", "ua/1"), digest, 60)
+    return family
+
+
+async def _rotate(
+    store: Store, family: str, user: str, presented: str, successor: str, **kw: float
+):  # type: ignore[no-untyped-def]
+    options = {"now": time.time(), "grace": 10.0, "ttl": 60.0, "revoked_for": 60.0} | kw
+    return await store.rotate(
+        family, user, presented, successor, client="127.0.0.2", user_agent="ua/2", **options
+    )
+
+
+async def test_rotation_moves_the_family_forward(store: Store) -> None:
+    user = _user()
+    family = await _login(store, user)
+    first = await _rotate(store, family, user, "d0", "d1")
+    assert first.outcome == "rotated"
+    second = await _rotate(store, family, user, "d1", "d2")
+    assert second.outcome == "rotated"
+    sessions = await store.sessions(user)
+    assert [s.family for s in sessions] == [family]
+    assert sessions[0].client == "127.0.0.2" and sessions[0].user_agent == "ua/2"
+    assert sessions[0].last_refresh >= sessions[0].created
+
+
+async def test_previous_token_within_grace_gets_the_same_rotation_time(store: Store) -> None:
+    user = _user()
+    family = await _login(store, user)
+    rotated = await _rotate(store, family, user, "d0", "d1")
+    again = await _rotate(store, family, user, "d0", "d1")
+    assert again.outcome == "grace"
+    assert again.rotated_at == pytest.approx(rotated.rotated_at)
+    assert (await _rotate(store, family, user, "d1", "d2")).outcome == "rotated"
+
+
+async def test_previous_token_after_grace_revokes_the_family(store: Store) -> None:
+    user = _user()
+    family = await _login(store, user)
+    await _rotate(store, family, user, "d0", "d1", now=time.time() - 20)
+    assert (await _rotate(store, family, user, "d0", "d1")).outcome == "reuse"
+    # the newest token of that login is dead too, and its access tokens are refused
+    assert (await _rotate(store, family, user, "d1", "d2")).outcome == "missing"
+    check = AccessCheck(jti="j", subject=user, family=family, issued_at=time.time())
+    assert await store.access_revoked(check)
+    assert await store.sessions(user) == []
+
+
+async def test_an_older_token_is_reuse_even_within_grace(store: Store) -> None:
+    user = _user()
+    family = await _login(store, user)
+    await _rotate(store, family, user, "d0", "d1")
+    await _rotate(store, family, user, "d1", "d2")
+    assert (await _rotate(store, family, user, "d0", "d1")).outcome == "reuse"
+
+
+async def test_unknown_family_is_missing(store: Store) -> None:
+    assert (await _rotate(store, "nope", _user(), "d0", "d1")).outcome == "missing"
+
+
+async def test_concurrent_rotations_have_one_winner(store: Store) -> None:
+    user = _user()
+    family = await _login(store, user)
+    outcomes = await asyncio.gather(*(_rotate(store, family, user, "d0", "d1") for _ in range(20)))
+    kinds = sorted(o.outcome for o in outcomes)
+    assert kinds == ["grace"] * 19 + ["rotated"]
+    assert len({round(o.rotated_at, 3) for o in outcomes}) == 1
+
+
+async def test_end_family_kills_refresh_and_denylists_the_access_token(store: Store) -> None:
+    user = _user()
+    family = await _login(store, user)
+    other = await _login(store, user)
+    await store.end_family(family, user, "jti-1", 60)
+    assert (await _rotate(store, family, user, "d0", "d1")).outcome == "missing"
+    now = time.time()
+    assert await store.access_revoked(AccessCheck("jti-1", user, "", now))
+    assert await store.access_revoked(AccessCheck("jti-2", user, family, now))
+    assert not await store.access_revoked(AccessCheck("jti-3", user, other, now))
+    assert [s.family for s in await store.sessions(user)] == [other]
+
+
+async def test_revoke_user_ends_every_session_and_cuts_off_older_tokens(store: Store) -> None:
+    user, bystander = _user(), _user()
+    families = [await _login(store, user) for _ in range(3)]
+    kept = await _login(store, bystander)
+    before = time.time()
+    await asyncio.sleep(0.01)
+    assert await store.revoke_user(user, time.time(), 60) == 3
+    for family in families:
+        assert (await _rotate(store, family, user, "d0", "d1")).outcome == "missing"
+    assert await store.access_revoked(AccessCheck("j", user, "", before))
+    assert not await store.access_revoked(AccessCheck("j", user, "", time.time() + 1))
+    assert not await store.access_revoked(AccessCheck("j", bystander, kept, before))
+    assert await store.sessions(user) == []
+    assert len(await store.sessions(bystander)) == 1
+
+
+async def test_sessions_expire_with_their_ttl(store: Store) -> None:
+    user = _user()
+    now = time.time()
+    session = Session("short-" + user, user, now, now, "", "")
+    await store.create_family(session, "d0", 0.2)
+    assert len(await store.sessions(user)) == 1
+    await asyncio.sleep(0.4)
+    assert await store.sessions(user) == []
+    assert (await _rotate(store, session.family, user, "d0", "d1")).outcome == "missing"
+
+
+async def test_failures_throttle_per_pair_then_clear(store: Store) -> None:
+    user = _user()
+    limits = Limits(pair=3, single=5, window=30)
+    for _ in range(2):
+        await store.record_failure(user, "10.0.0.1", limits)
+    assert await store.throttled(user, "10.0.0.1", limits) == 0
+    await store.record_failure(user, "10.0.0.1", limits)
+    wait = await store.throttled(user, "10.0.0.1", limits)
+    assert 0 < wait <= 30
+    assert await store.throttled(user, "10.0.0.2", limits) == 0  # another client is not the pair
+    await store.clear_failures(user, "10.0.0.1")
+    assert await store.throttled(user, "10.0.0.1", limits) == 0
+
+
+async def test_failures_throttle_a_username_across_clients(store: Store) -> None:
+    user = _user()
+    limits = Limits(pair=3, single=5, window=30)
+    for i in range(5):
+        await store.record_failure(user, f"10.0.1.{i}", limits)
+    assert await store.throttled(user, "10.0.1.99", limits) > 0
+    assert await store.throttled(_user(), "10.0.1.99", limits) == 0
+
+
+async def test_failure_window_ends(store: Store) -> None:
+    user = _user()
+    limits = Limits(pair=1, single=5, window=0.2)
+    await store.record_failure(user, "10.0.2.1", limits)
+    assert await store.throttled(user, "10.0.2.1", limits) > 0
+    await asyncio.sleep(0.35)
+    assert await store.throttled(user, "10.0.2.1", limits) == 0
+
+
+async def test_redis_down_is_unavailable_not_a_guess(redis_server) -> None:  # type: ignore[no-untyped-def]
+    store = open_store(URL(redis_server.url), timeout=0.3)
+    try:
+        await store.ping()
+        redis_server.stop()
+        with pytest.raises(StoreUnavailable):  # an answer, not a hang: the timeout bounds it
+            await asyncio.wait_for(store.access_revoked(AccessCheck("j", "u", "f", 0)), 30)
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+        redis_server.start()
+        await store.ping()  # recovers by itself on the same pool
+        assert not await store.access_revoked(AccessCheck("j", "u", "f", time.time()))
+    finally:
+        await store.close()
