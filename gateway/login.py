@@ -147,12 +147,12 @@ async def _logout(request: web.BaseRequest, snapshot: Snapshot) -> Result:
         return Result(responses.method_not_allowed(request, "POST, GET"), "logout_method")
     elif cross_site(request, config.cookies.domain):
         return Result(responses.forbidden(request), "cross_site")
-    ended = await snapshot.sessions.end(request)
+    user = await snapshot.sessions.end(request)
     response = web.Response(status=303, headers={hdrs.LOCATION: config.login.path})
     response.headers[hdrs.CACHE_CONTROL] = "no-store"
     for name, value in cookies.clearing_cookies(config.cookies):
         response.headers.add(name, value)
-    return Result(response, "logout" if ended else "logout_no_session")
+    return Result(response, "logout" if user else "logout_no_session", user)
 
 
 def _is_json(request: web.BaseRequest) -> bool:

@@ -163,13 +163,17 @@ class Sessions:
             return None
         if rotation.outcome == "missing":
             return None
+        security.info(
+            "session refreshed",
+            extra={"event": "refresh", "user": subject, "grace": rotation.outcome == "grace"},
+        )
         refresh = self.issuer.refresh(subject, family, successor, claims, rotation.rotated_at)
         return self._issue(subject, family, claims, refresh, now, rotation.rotated_at)
 
-    async def end(self, request: web.BaseRequest) -> bool:
+    async def end(self, request: web.BaseRequest) -> str | None:
         """Logout: every family the request's cookies name dies, the access jti is denylisted.
 
-        Returns whether there was a session to end.
+        Returns the user whose session ended, None when the cookies named no session.
         """
         found: dict[str, str] = {}
         jti = None
@@ -189,7 +193,7 @@ class Sessions:
         for family, subject in found.items():
             await self.store.end_family(family, subject, jti, self._deny_for)
             jti = None
-        return bool(found)
+        return next(iter(found.values()), None)
 
     async def revoke_user(self, subject: str) -> int:
         return await self.store.revoke_user(subject, time.time(), self._deny_for)

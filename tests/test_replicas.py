@@ -1,0 +1,239 @@
+"""Real `gateway serve` processes: two replicas sharing one Redis, Redis outages, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import (
+    ROOT,
+    SAME_ORIGIN,
+    SECRET_ENV,
+    GatewayProcess,
+    config_text,
+    session_extra,
+    write_config,
+)
+from tests.redis_server import RedisServer
+from tests.test_sessions import cookie_header, set_cookies
+
+Spawn = Callable[[str], GatewayProcess]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        yield session
+
+
+def cli(*args: str, secret: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, SECRET_ENV: secret},
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+async def sign_in(http: aiohttp.ClientSession, gateway: GatewayProcess) -> dict[str, str]:
+    async with http.post(
+        gateway.url + "/login",
+        data={"username": "alice", "password": "wonderland"},
+        headers={"Origin": SAME_ORIGIN},
+        allow_redirects=False,
+    ) as response:
+        assert response.status == 303
+        return {name: c["value"] for name, c in set_cookies(response).items()}
+
+
+async def status(http: aiohttp.ClientSession, url: str, cookies: dict[str, str]) -> int:
+    async with http.get(url, headers=cookie_header(cookies)) as response:
+        return response.status
+
+
+@pytest.fixture
+def pair(
+    spawn_gateway: Spawn, upstream_url: str, redis_url: str, tmp_path: Path
+) -> tuple[GatewayProcess, GatewayProcess, str]:
+    """Two replicas on one Redis, and a config file for the CLI pointing at the same store."""
+    text = config_text(
+        upstream_url, session_extra(tmp_path, store=redis_url), tokens="refresh_reuse_grace: 1s"
+    )
+    cli_config = write_config(tmp_path, text, "cli.yaml")
+    return spawn_gateway(text), spawn_gateway(text), str(cli_config)
+
+
+async def test_two_replicas_race_one_rotation(
+    pair: tuple[GatewayProcess, GatewayProcess, str], http: aiohttp.ClientSession
+) -> None:
+    a, b, _ = pair
+    stale = {"refresh_token": (await sign_in(http, a))["refresh_token"]}
+
+    async def hit(gateway: GatewayProcess, i: int) -> tuple[int, str]:
+        async with http.get(f"{gateway.url}/api/{i}", headers=cookie_header(stale)) as response:
+            return response.status, set_cookies(response)["refresh_token"]["value"]
+
+    results = await asyncio.gather(*(hit(a if i % 2 else b, i) for i in range(20)))
+    assert [s for s, _ in results] == [200] * 20
+    successors = {token for _, token in results}
+    assert len(successors) == 1
+    (successor,) = successors
+    assert await status(http, b.url + "/api/next", {"refresh_token": successor}) == 200
+
+
+async def test_replay_after_grace_is_caught_on_the_other_replica(
+    pair: tuple[GatewayProcess, GatewayProcess, str], http: aiohttp.ClientSession
+) -> None:
+    a, b, _ = pair
+    first = await sign_in(http, a)
+    async with http.get(
+        a.url + "/api/x", headers=cookie_header({"refresh_token": first["refresh_token"]})
+    ) as rotated:
+        newest = {n: c["value"] for n, c in set_cookies(rotated).items()}
+    await asyncio.sleep(1.3)
+    assert await status(http, b.url + "/api/x", {"refresh_token": first["refresh_token"]}) == 401
+    assert await status(http, a.url + "/api/x", {"refresh_token": newest["refresh_token"]}) == 401
+    assert await status(http, a.url + "/api/x", {"access_token": newest["access_token"]}) == 401
+    events = [line for line in b.log.read_text().splitlines() if '"refresh_reuse"' in line]
+    assert len(events) == 1
+    assert first["refresh_token"] not in b.log.read_text()  # never a token in a log line
+
+
+async def test_logout_on_one_replica_is_seen_by_the_other(
+    pair: tuple[GatewayProcess, GatewayProcess, str], http: aiohttp.ClientSession
+) -> None:
+    a, b, _ = pair
+    cookies = await sign_in(http, a)
+    assert await status(http, b.url + "/api/x", cookies) == 200
+    async with http.post(
+        a.url + "/logout",
+        headers={"Origin": SAME_ORIGIN, **cookie_header(cookies)},
+        allow_redirects=False,
+    ) as response:
+        assert response.status == 303
+    assert await status(http, b.url + "/api/x", {"access_token": cookies["access_token"]}) == 401
+    assert await status(http, b.url + "/api/x", {"refresh_token": cookies["refresh_token"]}) == 401
+
+
+async def test_revoke_command_reaches_every_replica(
+    pair: tuple[GatewayProcess, GatewayProcess, str], http: aiohttp.ClientSession, secret: str
+) -> None:
+    a, b, cli_config = pair
+    first, second = await sign_in(http, a), await sign_in(http, b)
+    listed = cli("sessions", "--user", "alice", "--config", cli_config, secret=secret)
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.strip().splitlines()) >= 2 and "127.0.0.1" in listed.stdout
+    async with http.ws_connect(
+        b.url + "/ws", headers={"Origin": SAME_ORIGIN, **cookie_header(second)}
+    ) as ws:
+        await ws.receive(timeout=5)  # the upstream's greeting
+        revoked = cli("revoke", "--user", "alice", "--config", cli_config, secret=secret)
+        assert revoked.returncode == 0, revoked.stderr
+        assert "revoked alice" in revoked.stdout
+        for gateway, cookies in ((a, first), (b, second), (a, second), (b, first)):
+            for name in ("access_token", "refresh_token"):
+                assert await status(http, gateway.url + "/api/x", {name: cookies[name]}) == 401
+        closed = await ws.receive(timeout=30)  # the open socket is closed, not left running
+        assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert (
+        "no live sessions"
+        in cli("sessions", "--user", "alice", "--config", cli_config, secret=secret).stdout
+    )
+
+
+async def test_redis_killed_and_restarted(
+    spawn_gateway: Spawn,
+    upstream_url: str,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+) -> None:
+    gateway = spawn_gateway(
+        config_text(upstream_url, session_extra(tmp_path, store=redis_server.url))
+    )
+    cookies = await sign_in(http, gateway)
+    assert await status(http, gateway.url + "/api/x", cookies) == 200
+    assert await status(http, gateway.admin_url + "/readyz", {}) == 200
+
+    redis_server.stop()
+    assert await status(http, gateway.url + "/api/x", cookies) == 503  # never waved through
+    assert await status(http, gateway.admin_url + "/readyz", {}) == 503
+    assert await status(http, gateway.url + "/public/x", {}) == 200
+    assert await status(http, gateway.admin_url + "/healthz", {}) == 200
+
+    redis_server.start()  # an empty Redis on the same port: the gateway reconnects by itself
+    assert await status(http, gateway.admin_url + "/readyz", {}) == 200
+    assert (
+        await status(http, gateway.url + "/api/x", {"access_token": cookies["access_token"]}) == 200
+    )
+    fresh = await sign_in(http, gateway)
+    assert await status(http, gateway.url + "/api/x", fresh) == 200
+
+
+async def test_revoke_and_sessions_reach_a_memory_store_through_the_admin_port(
+    spawn_gateway: Spawn,
+    upstream_url: str,
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+    secret: str,
+) -> None:
+    text = config_text(upstream_url, session_extra(tmp_path))
+    gateway = spawn_gateway(text)
+    cookies = await sign_in(http, gateway)
+    port = gateway.admin_url.rsplit(":", 1)[1]
+    cli_config = write_config(
+        tmp_path,
+        text.replace("admin_listen: 127.0.0.1:1", f"admin_listen: 127.0.0.1:{port}"),
+        "c.yaml",
+    )
+    listed = cli("sessions", "--user", "alice", "--config", str(cli_config), secret=secret)
+    assert listed.returncode == 0 and "signed in" in listed.stdout, listed.stderr
+    revoked = cli("revoke", "--user", "alice", "--config", str(cli_config), secret=secret)
+    assert revoked.returncode == 0 and "1 session ended" in revoked.stdout, revoked.stderr
+    assert await status(http, gateway.url + "/api/x", cookies) == 401
+
+
+async def test_session_admin_answers_loopback_only(
+    spawn_gateway: Spawn, upstream_url: str, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    gateway = spawn_gateway(config_text(upstream_url, session_extra(tmp_path)))
+    async with http.get(gateway.admin_url + "/sessions") as response:
+        assert response.status == 400  # loopback, but no ?user=
+    async with http.post(gateway.admin_url + "/sessions/revoke?user=x") as response:
+        assert response.status == 200
+        assert (await response.json()) == {"revoked_sessions": 0}
+
+
+def test_hash_password_makes_an_argon2id_hash_the_users_file_accepts(
+    tmp_path: Path, secret: str, upstream_url: str
+) -> None:
+    made = cli("hash-password", secret=secret, stdin="s3cret pass\n")
+    assert made.returncode == 0, made.stderr
+    digest = made.stdout.strip()
+    assert digest.startswith("$argon2id$")
+    assert "s3cret" not in made.stdout + made.stderr
+    (tmp_path / "users.yaml").write_text(f'carol:\n  password_hash: "{digest}"\n')
+    text = config_text(upstream_url, f"login:\n  users_file: {tmp_path / 'users.yaml'}\n")
+    checked = cli("check-config", "--config", str(write_config(tmp_path, text)), secret=secret)
+    assert checked.returncode == 0, checked.stderr
+    assert cli("hash-password", secret=secret, stdin="\n").returncode == 1
+
+
+def test_workers_with_memory_store_is_a_config_error(
+    tmp_path: Path, secret: str, upstream_url: str
+) -> None:
+    path = write_config(tmp_path, config_text(upstream_url, "workers: 2\n"))
+    result = cli("serve", "--config", str(path), secret=secret)
+    assert result.returncode == 2
+    assert "workers" in result.stderr and "redis://" in result.stderr
+    assert "Traceback" not in result.stderr
