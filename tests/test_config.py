@@ -281,3 +281,96 @@ def test_hmac_secret_at_least_as_long_as_the_hash(
     assert any(f"at least {minimum} bytes, this one is {minimum - 1}" in line for line in found)
     monkeypatch.setenv("SIZED_SECRET", "k" * minimum)
     assert load(tmp_path / "config.yaml").tokens.keys.algorithm == algorithm
+
+
+def _all_problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    lines = [str(p) for p in info.value.problems]
+    assert all(LOCATED.match(line) for line in lines), lines
+    return lines
+
+
+def test_users_file_problems_name_the_users_file_line_and_key(tmp_path: Path, secret: str) -> None:
+    users = tmp_path / "users.yaml"
+    users.write_text(
+        textwrap.dedent(
+            """
+            alice:
+              password_hash: hunter2
+              roles: [admin]
+            bob:
+              password_hash: "$2b$12$abcdefghijklmnopqrstuuLqCz1xGW8nV7e6dVWAv7aGSzC8KOjQe"
+              rol: [viewer]
+            carol:
+              email: carol@example.com
+            """
+        )
+    )
+    text = config_text("http://127.0.0.1:3000", f"workers: 2\nlogin:\n  users_file: {users}\n")
+    found = _all_problems(write_config(tmp_path, text))
+    joined = "\n".join(found)
+    assert f"{users}:3:" in joined and "plaintext passwords are refused" in joined
+    assert "hunter2" not in joined  # the refused value itself is not echoed
+    assert f"{users}:7:" in joined and "did you mean 'roles'" in joined
+    assert f"{users}:9:3: carol.password_hash: required key is missing" in joined
+    # ... and the main file's own problem in the same report
+    assert any("workers" in line and "redis://" in line for line in found)
+
+
+def test_template_syntax_error_is_a_config_error(tmp_path: Path, secret: str) -> None:
+    (tmp_path / "users.yaml").write_text("")
+    template = tmp_path / "login.html"
+    template.write_text("<form>\n{% if error %}\n<p>{{ error }}</p>\n</form>\n")
+    text = config_text(
+        "http://127.0.0.1:3000",
+        f"login:\n  users_file: {tmp_path / 'users.yaml'}\n  template: {template}\n",
+    )
+    found = _all_problems(write_config(tmp_path, text))
+    assert any(line.startswith(f"{template}:") and "(template)" in line for line in found)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ("store: redis://:hunter2@127.0.0.1:6379/0\n", "a password never goes in the YAML"),
+        ("store: postgres://db\n", "expected memory://"),
+        ("store: redis://127.0.0.1/0\nstore_password_env: NOT_SET_ANYWHERE\n", "not set"),
+        ("workers: 3\n", "needs a shared store"),
+    ],
+)
+def test_store_rules(tmp_path: Path, secret: str, snippet: str, expected: str) -> None:
+    found = problems(tmp_path, config_text("http://127.0.0.1:3000", snippet))
+    assert any(expected in line for line in found), found
+    assert not any("hunter2" in line for line in found)
+
+
+def test_store_password_from_the_environment(
+    tmp_path: Path, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GW_REDIS_PASSWORD", "s3cret")
+    text = config_text(
+        "http://127.0.0.1:3000",
+        "store: redis://127.0.0.1:6379/0\nstore_password_env: GW_REDIS_PASSWORD\nworkers: 2\n",
+    )
+    config = load(write_config(tmp_path, text))
+    assert config.store_password is not None and config.store_password.reveal() == b"s3cret"
+    assert "s3cret" not in repr(config)
+
+
+def test_sign_in_needs_a_signing_key(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "pub.pem").write_bytes(_pem_public(key))
+    (tmp_path / "users.yaml").write_text("")
+    text = textwrap.dedent(
+        f"""
+        upstream: http://127.0.0.1:3000
+        tokens:
+          algorithm: ES256
+          public_key_files: [{tmp_path / "pub.pem"}]
+        login:
+          users_file: {tmp_path / "users.yaml"}
+        """
+    )
+    found = problems(tmp_path, text)
+    assert any("needs tokens.private_key_file" in line for line in found)
