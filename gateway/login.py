@@ -166,7 +166,10 @@ async def _fields(request: web.BaseRequest, as_json: bool) -> dict[str, str] | N
     try:
         raw: Any
         if as_json:
-            raw = json.loads(await request.content.read(_MAX_BODY + 1) or b"null")
+            body = await request.read()  # the whole body; bounded by the server's client_max_size
+            if len(body) > _MAX_BODY:
+                return None
+            raw = json.loads(body or b"null")
         elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             raw = await request.post()
         else:

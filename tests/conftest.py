@@ -466,7 +466,7 @@ USERS = {"alice": ("wonderland", ["admin"]), "bob": ("builder", ["viewer"])}
 
 
 @functools.cache
-def _hash(password: str) -> str:
+def hash_of(password: str) -> str:
     from gateway.credentials import hash_password
 
     return hash_password(password)
@@ -477,7 +477,7 @@ def users_yaml(users: dict[str, tuple[str, list[str]]] | None = None) -> str:
     for name, (password, roles) in (users or USERS).items():
         lines += [
             f"{name}:",
-            f'  password_hash: "{_hash(password)}"',
+            f'  password_hash: "{hash_of(password)}"',
             f"  email: {name}@example.com",
             f"  roles: [{', '.join(roles)}]",
         ]

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import bcrypt
+import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -22,6 +24,7 @@ from tests.conftest import (
     Client,
     GatewayFactory,
     free_port,
+    hash_of,
     mint,
     received,
     session_extra,
@@ -491,3 +494,41 @@ async def test_verify_url_signs_in_against_the_legacy_app(
         )
         assert response.status == status, password
         assert set_cookies(response) == {}
+
+
+async def test_issued_access_token_carries_the_claims(gateway: Client, secret: str) -> None:
+    cookies = await sign_in(gateway)
+    claims = jwt.decode(cookies["access_token"], secret, algorithms=["HS256"], audience="upstream")
+    assert {"sub", "iat", "nbf", "exp", "jti", "iss", "aud", "typ", "fam"} <= set(claims)
+    assert claims["sub"] == "alice" and claims["typ"] == "access" and claims["iss"] == "gateway"
+    assert claims["email"] == "alice@example.com" and claims["roles"] == ["admin"]
+    assert claims["exp"] - claims["nbf"] == 900
+    refresh = jwt.decode(
+        cookies["refresh_token"], secret, algorithms=["HS256"], audience="upstream"
+    )
+    assert refresh["typ"] == "refresh" and refresh["fam"] == claims["fam"]
+    assert refresh["jti"] != claims["jti"]
+
+
+async def test_bcrypt_hashes_are_accepted(make_gateway: GatewayFactory, tmp_path: Path) -> None:
+    digest = bcrypt.hashpw(b"old-app-password", bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "legacy.yaml").write_text(f'dave:\n  password_hash: "{digest}"\n  roles: [ops]\n')
+    client = await make_gateway(f"login:\n  users_file: {tmp_path / 'legacy.yaml'}\n")
+    cookies = await sign_in(client, "dave", "old-app-password")
+    seen = received(await (await client.get("/api/x", headers=cookie_header(cookies))).json())
+    assert seen["x-user-id"] == ["dave"] and seen["x-user-roles"] == ["ops"]
+    wrong = await client.post(
+        "/login", json={"username": "dave", "password": "nope"}, headers=FORM_HEADERS
+    )
+    assert wrong.status == 401
+
+
+async def test_disabled_user_cannot_sign_in(make_gateway: GatewayFactory, tmp_path: Path) -> None:
+    digest = hash_of("pw-of-eve")
+    (tmp_path / "u.yaml").write_text(f'eve:\n  password_hash: "{digest}"\n  disabled: true\n')
+    client = await make_gateway(f"login:\n  users_file: {tmp_path / 'u.yaml'}\n")
+    response = await client.post(
+        "/login", json={"username": "eve", "password": "pw-of-eve"}, headers=FORM_HEADERS
+    )
+    assert response.status == 401
+    assert (await response.json())["message"] == "Invalid username or password."
