@@ -111,11 +111,19 @@ def _check(path: str) -> int:
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     routes = config.routes.routes
+    login = config.login
+    if login.users is not None:
+        sign_in = f"sign-in with {len(login.users.users)} users from {login.users_file}"
+    elif login.verify_url is not None:
+        sign_in = f"sign-in via {login.verify_url}"
+    else:
+        sign_in = "no sign-in (tokens come from elsewhere)"
     print(
         f"{path}: OK: {len(routes)} route{'s' * (len(routes) != 1)},"
         f" default {config.routes.default.auth},"
         f" upstream {config.upstream}, {config.tokens.keys.algorithm} tokens,"
-        f" store {config.store.scheme}://, listen {config.listen}, admin {config.admin_listen}"
+        f" store {config.store.scheme}://, {sign_in},"
+        f" listen {config.listen}, admin {config.admin_listen}"
     )
     return EXIT_OK
 

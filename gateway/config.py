@@ -407,6 +407,8 @@ def _login(sec: Section, base: Path) -> LoginConfig:
     )
     if verify_text and bad_verify:
         sec.error("verify_url", f"expected an http:// or https:// URL, got {verify_text!r}")
+    elif verify_url is not None and verify_url.password:
+        sec.error("verify_url", "a password never goes in the YAML; the URL must not carry one")
     files: dict[str, Path | None] = {}
     for key, name in (("users_file", users_file), ("template", template)):
         files[key] = base / name if name else None

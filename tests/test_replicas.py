@@ -67,7 +67,9 @@ def pair(
 ) -> tuple[GatewayProcess, GatewayProcess, str]:
     """Two replicas on one Redis, and a config file for the CLI pointing at the same store."""
     text = config_text(
-        upstream_url, session_extra(tmp_path, store=redis_url), tokens="refresh_reuse_grace: 1s"
+        upstream_url,
+        session_extra(tmp_path, store=redis_url),
+        tokens="refresh_reuse_grace: 1s\naccess_ttl: 8s",  # 8 s: open WebSockets re-check every 2 s
     )
     cli_config = write_config(tmp_path, text, "cli.yaml")
     return spawn_gateway(text), spawn_gateway(text), str(cli_config)
