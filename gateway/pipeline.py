@@ -145,7 +145,7 @@ async def _handle(
 
     if not await proxy.continue_if_expected(request):
         outcome.decision = "bad_expect"
-        return _own(responses.expectation_failed(request), request_id, outcome)
+        return _own(responses.expectation_failed(request), request_id, outcome, set_cookies)
     headers = proxy.upstream_headers(
         request,
         request_id=request_id,
@@ -175,7 +175,9 @@ async def _handle(
     outcome.upstream_status = upstream_status or None
     outcome.status = response.status
     if not response.prepared and "X-Request-Id" not in response.headers:
-        response.headers["X-Request-Id"] = request_id  # 502/504 made by the proxy itself
+        # a 502/504 made by the proxy itself; a rotation that just happened must still
+        # reach the browser, or its next refresh would present the spent token
+        return _own(response, request_id, outcome, set_cookies)
     return response
 
 

@@ -532,3 +532,19 @@ async def test_disabled_user_cannot_sign_in(make_gateway: GatewayFactory, tmp_pa
     )
     assert response.status == 401
     assert (await response.json())["message"] == "Invalid username or password."
+
+
+async def test_rotated_cookies_reach_the_browser_even_when_the_upstream_is_down(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    client = await make_gateway(
+        session_extra(tmp_path), upstream_url=f"http://127.0.0.1:{free_port()}"
+    )
+    first = await sign_in(client)
+    response = await client.get(
+        "/api/x", headers=cookie_header({"refresh_token": first["refresh_token"]})
+    )
+    assert response.status == 502
+    rotated = set_cookies(response)
+    assert rotated["refresh_token"]["value"] not in ("", first["refresh_token"])
+    assert response.headers["X-Request-Id"]
