@@ -33,7 +33,10 @@ def _config_path(arg: str | None) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description="Reverse-proxy authentication gateway: JWT cookies in front of any web app.",
+    )
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     config_help = "config file (default: $GATEWAY_CONFIG, else ./config.yaml)"

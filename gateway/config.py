@@ -176,7 +176,7 @@ def _build(top: Section, base: Path, source: Path) -> Config | None:
     if workers > 1 and store.scheme == "memory":
         top.error(
             "workers",
-            f"workers: {workers} needs a shared store: memory:// lives in one process, so"
+            f"{workers} processes need a shared store: memory:// lives in one process, so"
             " sessions, logouts and revocations would not be seen by the others; set"
             " store: redis://host:6379/0",
         )
@@ -365,12 +365,15 @@ def _store(top: Section) -> URL:
             "store", f"expected memory://, redis://host:port/db or rediss://..., got {text!r}"
         )
         return URL("memory://")
-    if url.password:
+    if url.password or url.user:
         top.error(
             "store",
             "a password never goes in the YAML: name it with store_password_env or"
             " store_password_file",
         )
+    if url.query_string:
+        # redis-py lets URL options override everything, store_timeout and password included
+        top.error("store", "expected no ?options in the store URL; each has its own config key")
     return url
 
 

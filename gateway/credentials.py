@@ -117,8 +117,10 @@ def load_users(path: Path) -> tuple[UsersFile | None, list[ConfigProblem]]:
         problems.add(None, "(file)", f"cannot read the users file: {exc}")
         return None, problems.items
     node, loader = compose(text, problems)
-    if node is None:
+    if problems.items:
         return None, problems.items
+    if node is None:  # an empty file: sign-in is on, and nobody can sign in yet
+        return UsersFile(path, {}), []
     top = Section(node, "", problems, loader)
     users: dict[str, User] = {}
     for name, _, _ in top.entries():
@@ -174,4 +176,9 @@ class VerifyUrl:
         subject = body.get("sub", username)
         if not isinstance(subject, str) or not subject:
             raise CredentialsUnavailable("verify_url answered a sub that is not a string")
+        roles = claims.get("roles", [])
+        if isinstance(roles, str):
+            claims["roles"] = roles = [roles]
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise CredentialsUnavailable("verify_url answered roles that are not strings")
         return {"sub": subject, **claims}

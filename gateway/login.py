@@ -22,6 +22,7 @@ from aiohttp import hdrs, web
 
 from . import cookies, responses
 from .credentials import MAX_FIELD, CredentialsUnavailable
+from .errors import TokenError
 from .origin import cross_site, navigation_allowed
 from .runtime import Snapshot
 from .sessions import Sessions
@@ -128,7 +129,14 @@ async def _sign_in(
         )
         return Result(_failed(snapshot, request, as_json, username, next_path), "login_failed")
     await sessions.store.clear_failures(username, address)
-    issued = await sessions.start(claims, address, request.headers.get(hdrs.USER_AGENT, "")[:256])
+    try:
+        issued = await sessions.start(claims, address, request.headers.get(hdrs.USER_AGENT, ""))
+    except TokenError as exc:  # claims from verify_url that do not make a valid token
+        security.error(
+            "sign-in refused: the user's claims do not fit a token",
+            extra={"event": "verify_failed", "why": str(exc)},
+        )
+        return Result(responses.service_unavailable(request), "login_unavailable")
     subject = issued.principal.subject
     security.info("login", extra={"event": "login", "user": subject, "client": address})
     response = web.Response(status=303, headers={hdrs.LOCATION: next_path})

@@ -113,10 +113,11 @@ class Sessions:
         subject = str(claims["sub"])
         now = time.time()
         family, jti = new_id(), new_id()
-        session = Session(family, subject, now, now, client, user_agent)
-        await self.store.create_family(session, digest(jti), self.issuer.refresh_ttl)
         refresh = self.issuer.refresh(subject, family, jti, _user_claims(claims), now)
-        return self._issue(subject, family, claims, refresh, now, now)
+        issued = self._issue(subject, family, claims, refresh, now, now)  # minted and verified
+        session = Session(family, subject, now, now, client, user_agent[:256])
+        await self.store.create_family(session, digest(jti), self.issuer.refresh_ttl)
+        return issued
 
     async def refresh(self, token: str, client: str, user_agent: str) -> Issued | None:
         """Rotate a refresh token; None when it does not lead to a session."""

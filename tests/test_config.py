@@ -335,8 +335,9 @@ def test_template_syntax_error_is_a_config_error(tmp_path: Path, secret: str) ->
     [
         ("store: redis://:hunter2@127.0.0.1:6379/0\n", "a password never goes in the YAML"),
         ("store: postgres://db\n", "expected memory://"),
+        ("store: redis://127.0.0.1/0?password=hunter2\n", "expected no ?options"),
         ("store: redis://127.0.0.1/0\nstore_password_env: NOT_SET_ANYWHERE\n", "not set"),
-        ("workers: 3\n", "needs a shared store"),
+        ("workers: 3\n", "need a shared store"),
     ],
 )
 def test_store_rules(tmp_path: Path, secret: str, snippet: str, expected: str) -> None:

@@ -462,6 +462,8 @@ async def _verify(request: web.Request) -> web.Response:
         )
     if password == "boom":
         return web.Response(status=500)
+    if password == "odd-roles":
+        return web.json_response({"sub": "u-7", "roles": 5})
     if password == "slow":
         await asyncio.sleep(3)
     return web.Response(status=401)
@@ -488,7 +490,7 @@ async def test_verify_url_signs_in_against_the_legacy_app(
         await (await client.get("/api/x", headers=cookie_header({"access_token": access}))).json()
     )
     assert seen["x-user-id"] == ["u-42"] and seen["x-user-email"] == ["carol@example.com"]
-    for password, status in (("wrong", 401), ("boom", 503), ("slow", 503)):
+    for password, status in (("wrong", 401), ("boom", 503), ("slow", 503), ("odd-roles", 503)):
         response = await client.post(
             "/login", json={"username": "carol", "password": password}, headers=FORM_HEADERS
         )
@@ -521,6 +523,18 @@ async def test_bcrypt_hashes_are_accepted(make_gateway: GatewayFactory, tmp_path
         "/login", json={"username": "dave", "password": "nope"}, headers=FORM_HEADERS
     )
     assert wrong.status == 401
+
+
+async def test_an_empty_users_file_keeps_sign_in_on_for_nobody(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "none.yaml").write_text("# nobody yet\n")
+    client = await make_gateway(f"login:\n  users_file: {tmp_path / 'none.yaml'}\n")
+    assert (await client.get("/login")).status == 200
+    response = await client.post(
+        "/login", json={"username": "alice", "password": "x"}, headers=FORM_HEADERS
+    )
+    assert response.status == 401
 
 
 async def test_disabled_user_cannot_sign_in(make_gateway: GatewayFactory, tmp_path: Path) -> None:
