@@ -8,6 +8,7 @@ Config code raises ConfigError; only cli.py decides to exit.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Literal, cast
 from yarl import URL
 
 from . import keys
+from .clientaddr import Network
 from .credentials import UsersFile, load_users
 from .errors import ConfigError, ConfigProblem
 from .loginpage import check_template
@@ -124,6 +126,7 @@ class Config:
     routes: RouteTable
     identity_headers: tuple[tuple[str, str], ...] = ()
     identity_assertion: AssertionConfig | None = None
+    trusted_proxies: tuple[Network, ...] = ()
     warnings: tuple[str, ...] = ()
 
 
@@ -190,6 +193,7 @@ def _build(top: Section, base: Path, source: Path) -> Config | None:
     routes, warnings = _routes(top)
     identity = _identity_headers(top)
     assertion = _assertion(top, base)
+    trusted = _trusted_proxies(top)
     if assertion is not None:
         warnings.append(
             f"{source}: identity_assertion is accepted but not active yet in this version"
@@ -213,6 +217,7 @@ def _build(top: Section, base: Path, source: Path) -> Config | None:
         routes=routes,
         identity_headers=identity,
         identity_assertion=assertion,
+        trusted_proxies=trusted,
         warnings=tuple(warnings),
     )
 
@@ -375,6 +380,18 @@ def _store(top: Section) -> URL:
         # redis-py lets URL options override everything, store_timeout and password included
         top.error("store", "expected no ?options in the store URL; each has its own config key")
     return url
+
+
+def _trusted_proxies(top: Section) -> tuple[Network, ...]:
+    networks = []
+    for item in top.text_list("trusted_proxies") or ():
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            top.error(
+                "trusted_proxies", f"expected an address or CIDR like 10.0.0.0/8, got {item!r}"
+            )
+    return tuple(networks)
 
 
 def _store_password(top: Section, base: Path) -> keys.Secret | None:

@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import hdrs, web
 
 from . import cookies, responses
+from .clientaddr import client_address
 from .credentials import MAX_FIELD, CredentialsUnavailable
 from .errors import TokenError
 from .origin import cross_site, navigation_allowed
@@ -101,7 +102,7 @@ async def _sign_in(
     next_path = safe_next(fields.get("next") or request.query.get("next"))
     if not username or not password:
         return Result(responses.bad_request(request, "username and password are required"), "login")
-    address = request.remote or ""
+    address = client_address(request, config.trusted_proxies)
     limits = Limits(
         pair=config.login.max_failures,
         single=config.login.max_failures * 4,

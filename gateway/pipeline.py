@@ -22,6 +22,7 @@ from yarl import URL
 
 from . import login, logs, proxy, responses
 from .auth import NOBODY, Decision, cookie_value, decide, identify
+from .clientaddr import forwarded_proto
 from .errors import BadPath
 from .origin import SAFE_METHODS, cross_site
 from .paths import normalize
@@ -154,6 +155,7 @@ async def _handle(
         identity_names=snapshot.identity_names,
         cookie_names=snapshot.cookie_names,
         drop_authorization=identity.bearer and identity.principal is not None,
+        proto=forwarded_proto(request, config.trusted_proxies),
     )
     url = URL(snapshot.upstream_base + path + ("?" + query if query else ""), encoded=True)
     extra: proxy.Headers = [("X-Request-Id", request_id)]

@@ -98,8 +98,12 @@ def upstream_headers(
     identity_names: frozenset[str],
     cookie_names: frozenset[str],
     drop_authorization: bool,
+    proto: str = "",
 ) -> Headers:
-    """A plain list: built once, read once by the client session, no multidict lookups."""
+    """A plain list: built once, read once by the client session, no multidict lookups.
+
+    `proto` is the scheme the browser used when a trusted proxy said so; else ours.
+    """
     drop = connection_tokens(request.headers) | identity_names
     forwarded_for: list[str] = []
     out: Headers = []
@@ -123,7 +127,7 @@ def upstream_headers(
         forwarded_for.append(remote)
     if forwarded_for:
         out.append(("X-Forwarded-For", ", ".join(forwarded_for)))
-    out.append(("X-Forwarded-Proto", request.scheme))
+    out.append(("X-Forwarded-Proto", proto or request.scheme))
     host = request.headers.get(hdrs.HOST)
     if host:
         out.append(("X-Forwarded-Host", host))

@@ -25,6 +25,7 @@ from aiohttp import hdrs, web
 
 from . import cookies
 from .auth import Identity, cookie_value
+from .clientaddr import client_address
 from .config import Config
 from .credentials import UsersFile
 from .errors import TokenError
@@ -55,6 +56,7 @@ class Sessions:
         self._cookies = config.cookies
         self._users: UsersFile | None = config.login.users
         self._grace = tokens.refresh_reuse_grace
+        self._trusted = config.trusted_proxies
         # access tokens of a dead family must stay refused as long as any can still verify
         self._deny_for = tokens.access_ttl + tokens.leeway
         self.issuer = (
@@ -88,7 +90,8 @@ class Sessions:
         token = cookie_value(request, self._cookies.refresh)
         if token is None:
             return identity, []
-        issued = await self.refresh(token, _client(request), _agent(request))
+        client = client_address(request, self._trusted)
+        issued = await self.refresh(token, client, _agent(request))
         if issued is None:
             return Identity(presented=True, failure="refresh refused"), cookies.clearing_cookies(
                 self._cookies
@@ -220,10 +223,6 @@ class Sessions:
 
 def _user_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in claims.items() if k not in RESERVED_CLAIMS}
-
-
-def _client(request: web.BaseRequest) -> str:
-    return request.remote or ""
 
 
 def _agent(request: web.BaseRequest) -> str:

@@ -338,6 +338,7 @@ def test_template_syntax_error_is_a_config_error(tmp_path: Path, secret: str) ->
         ("store: redis://127.0.0.1/0?password=hunter2\n", "expected no ?options"),
         ("store: redis://127.0.0.1/0\nstore_password_env: NOT_SET_ANYWHERE\n", "not set"),
         ("workers: 3\n", "need a shared store"),
+        ("trusted_proxies: [10.0.0.0/8, not-an-ip]\n", "expected an address or CIDR"),
     ],
 )
 def test_store_rules(tmp_path: Path, secret: str, snippet: str, expected: str) -> None:

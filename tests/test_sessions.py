@@ -562,3 +562,28 @@ async def test_rotated_cookies_reach_the_browser_even_when_the_upstream_is_down(
     rotated = set_cookies(response)
     assert rotated["refresh_token"]["value"] not in ("", first["refresh_token"])
     assert response.headers["X-Request-Id"]
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_trusted_proxies_tell_clients_apart(
+    make_gateway: GatewayFactory, tmp_path: Path, trusted: bool
+) -> None:
+    more = "trusted_proxies: [127.0.0.1/32]\n" if trusted else ""
+    client = await make_gateway(session_extra(tmp_path, login="max_failures: 1", more=more))
+
+    async def attempt(forwarded_for: str) -> int:
+        response = await client.post(
+            "/login",
+            json={"username": "alice", "password": "wrong"},
+            headers={**FORM_HEADERS, "X-Forwarded-For": forwarded_for},
+        )
+        return response.status
+
+    assert await attempt("203.0.113.7") == 401
+    assert await attempt("203.0.113.7") == 429
+    # a forged entry on the left changes nothing: the hop the proxy saw is on the right
+    assert await attempt("198.51.100.1, 203.0.113.7") == 429
+    # another client behind the same proxy is its own client only when the proxy is trusted
+    assert await attempt("198.51.100.9") == (401 if trusted else 429)
+    echo = await client.get("/public/x", headers={"X-Forwarded-Proto": "https"})
+    assert received(await echo.json())["x-forwarded-proto"] == ["https" if trusted else "http"]

@@ -1,0 +1,54 @@
+"""Who the client is when the gateway sits behind an ingress or load balancer.
+
+The TCP peer is the client unless it is one of `trusted_proxies`; then the
+client is the rightmost X-Forwarded-For entry that is not itself a trusted
+proxy, which is the first address a trusted hop saw. Entries further left
+were written by the client and are never believed. Without the setting every
+client behind an ingress would share the ingress's address, and one guesser
+would lock everybody out of sign-in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from aiohttp import web
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _trusted(address: str, trusted: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+def client_address(request: web.BaseRequest, trusted: Sequence[Network]) -> str:
+    peer = request.remote or ""
+    if not trusted or not _trusted(peer, trusted):
+        return peer
+    hops = [
+        hop.strip()
+        for header in request.headers.getall("X-Forwarded-For", ())
+        for hop in header.split(",")
+        if hop.strip()
+    ]
+    for hop in reversed(hops):
+        if not _trusted(hop, trusted):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # garbage where an address should be: fall back to what we know
+    return hops[0] if hops else peer
+
+
+def forwarded_proto(request: web.BaseRequest, trusted: Sequence[Network]) -> str:
+    """The scheme the browser used: a trusted proxy's X-Forwarded-Proto, else our own."""
+    if trusted and _trusted(request.remote or "", trusted):
+        proto = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
+        if proto in ("http", "https"):
+            return proto
+    return request.scheme
