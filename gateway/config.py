@@ -370,7 +370,7 @@ def _store(top: Section) -> URL:
             "store", f"expected memory://, redis://host:port/db or rediss://..., got {text!r}"
         )
         return URL("memory://")
-    if url.password or url.user:
+    if url.password:
         top.error(
             "store",
             "a password never goes in the YAML: name it with store_password_env or"

@@ -1,9 +1,10 @@
-"""The login form: Jinja2 with autoescape always on, built in or replaced from config.
+"""The login form: Jinja2 with autoescape on, built in or replaced from config.
 
 A replacement template gets the same variables as the built-in one: `action`
 (where the form posts), `next` (the hidden field), `username` (kept after a
-failure) and `error` (the generic message, or empty). Autoescape cannot be
-turned off by the template, so a `next` or username full of markup stays text.
+failure) and `error` (the generic message, or empty). Every variable is
+escaped, so a `next` or username full of markup stays text; only a template
+that says `|safe` or `{% autoescape false %}` opts out, and it should not.
 """
 
 from __future__ import annotations
