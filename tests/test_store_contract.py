@@ -183,3 +183,20 @@ async def test_redis_down_is_unavailable_not_a_guess(redis_server) -> None:  # t
         assert not await store.access_revoked(AccessCheck("j", "u", "f", time.time()))
     finally:
         await store.close()
+
+
+async def test_concurrent_checks_each_get_their_own_answer(store: Store) -> None:
+    user, other = _user(), _user()
+    family = await _login(store, user)
+    await store.end_family(family, user, "denied-jti", 60)
+    await store.revoke_user(other, time.time(), 60)
+    now = time.time()
+    checks = [
+        (AccessCheck("denied-jti", _user(), "", now), True),
+        (AccessCheck("fine", _user(), "", now), False),
+        (AccessCheck("fine", user, family, now), True),  # dead family
+        (AccessCheck("fine", other, "", now - 5), True),  # before the cut-off
+        (AccessCheck("fine", other, "", now + 5), False),
+    ] * 10
+    answers = await asyncio.gather(*(store.access_revoked(c) for c, _ in checks))
+    assert answers == [expected for _, expected in checks]
