@@ -1,25 +1,33 @@
 """Throughput of the gateway next to what it is measured against, all from one run.
 
-Three targets, each loaded by wrk with the same settings and the same request
-(the access cookie included, so every front server parses the same bytes):
+Four targets, each loaded by wrk with the same settings and the same request
+(the same valid access cookie, so every front server parses the same bytes):
 
   direct         the upstream itself: a small aiohttp app answering 200 bytes of JSON
   minimal-proxy  a few-line aiohttp pass-through proxy in front of that upstream
-  gateway        `python -m gateway serve` in front of that upstream, route auth: required
+  gateway        `python -m gateway serve` in front of that upstream, route auth: required,
+                 the default memory:// store
+  gateway+redis  the same with `store: redis://` (a real redis-server started for the run)
+                 and a users_file login: the cookie comes from a real POST /login, so every
+                 request's revocation check (deny, cut-off and dead-family keys) is read from
+                 Redis; the gateway may share one MGET among the requests of one loop turn
 
-Each runs as its own process, with uvloop when it is importable. The figure that
-matters is the ratio gateway / minimal-proxy (target >= 0.80): both do the same
-network work, so the ratio is what authentication, header hygiene and the access
-log cost. A measurement, not a test: exits 0 whatever the ratio, 1 when the setup
-fails or a target answered anything but 2xx.
+Each runs as its own process, with uvloop when it is importable. The figures that
+matter are ratios within one round: gateway / minimal-proxy (target >= 0.80) and
+gateway+redis / minimal-proxy (target >= 0.60). Both gateways and the minimal proxy do
+the same network work, so the ratios are what authentication, header hygiene, the
+access log and the store cost. A measurement, not a test: exits 0 whatever the ratios,
+1 when the setup fails or a target answered anything but 2xx.
 
 Usage: ./benchmarks/run [--duration 10] [--connections 32] [--threads 1] [--warmup 2]
+See also benchmarks/refresh.py (./benchmarks/run refresh): refresh rotations per second.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import platform
@@ -43,9 +51,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
 TARGET_RATIO = 0.80
+REDIS_TARGET_RATIO = 0.60  # gateway+redis / minimal proxy
 HOST = "127.0.0.1"
 PATH = "/bench/x"
 COOKIE_NAME = "access_token"
+REFRESH_COOKIE = "refresh_token"
+USERNAME = "bench"
+# Long enough for any run the options allow; the figures do not depend on it (the
+# verified-token cache is keyed by the token, and rotation does not look at it).
+ACCESS_TTL = "24h"
 
 
 def _fixed_body(size: int = 200) -> bytes:
@@ -206,30 +220,155 @@ def access_claims() -> dict[str, Any]:
     }
 
 
-def mint_token(secret: str) -> str:
-    import jwt
+def gateway_config(
+    port: int,
+    admin_port: int,
+    upstream_port: int,
+    *,
+    store: str | None = None,
+    users_file: Path | None = None,
+) -> str:
+    """The benchmark's gateway config; with `store` and `users_file`, sessions and a login."""
+    sessions = users_file is not None
+    lines = [
+        f"listen: {HOST}:{port}",
+        f"admin_listen: {HOST}:{admin_port}",
+        f"upstream: http://{HOST}:{upstream_port}",
+        "tokens:",
+        "  algorithm: HS256",
+        "  secret_env: JWT_SECRET",
+        "  issuer: gateway",
+        "  audience: upstream",
+        *([f"  access_ttl: {ACCESS_TTL}"] if sessions else []),
+        "cookies:",
+        f"  access: {COOKIE_NAME}",
+        *([f"  refresh: {REFRESH_COOKIE}", "  secure: false"] if sessions else []),
+        *([f"store: {store}", "store_timeout: 500ms"] if store else []),
+        *(["login:", f"  users_file: {users_file}"] if sessions else []),
+        "routes:",
+        "  - path: /bench/:path*",
+        "    auth: required",
+        "    on_unauthenticated: status",
+        "default: deny",
+    ]
+    return "\n".join(lines) + "\n"
 
-    return jwt.encode(access_claims(), secret, algorithm="HS256")
+
+# --------------------------------------------------------------------------- sessions
 
 
-def gateway_config(port: int, admin_port: int, upstream_port: int) -> str:
-    return f"""\
-listen: {HOST}:{port}
-admin_listen: {HOST}:{admin_port}
-upstream: http://{HOST}:{upstream_port}
-tokens:
-  algorithm: HS256
-  secret_env: JWT_SECRET
-  issuer: gateway
-  audience: upstream
-cookies:
-  access: {COOKIE_NAME}
-routes:
-  - path: /bench/:path*
-    auth: required
-    on_unauthenticated: status
-default: deny
-"""
+def write_users_file(path: Path, password: str) -> None:
+    """One user, its argon2id hash made by `gateway hash-password` (password on stdin)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "hash-password"],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+    except subprocess.TimeoutExpired:
+        raise SetupFailed("gateway hash-password did not finish in 60 s") from None
+    if done.returncode != 0 or not done.stdout.startswith("$argon2id$"):
+        raise SetupFailed(f"gateway hash-password failed: {done.stderr.strip()}")
+    path.write_text(
+        f"{USERNAME}:\n"
+        f'  password_hash: "{done.stdout.strip()}"\n'
+        "  email: bench@example.com\n"
+        "  roles: [user]\n"
+    )
+
+
+def set_cookies(values: list[str]) -> dict[str, str]:
+    """name -> value of each Set-Cookie header (attributes dropped)."""
+    found = {}
+    for value in values:
+        name, _, rest = value.partition("=")
+        found[name.strip()] = rest.partition(";")[0].strip()
+    return found
+
+
+def sign_in(port: int, password: str) -> dict[str, str]:
+    """POST /login (JSON) to a running gateway; the session cookies it sets."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        body = json.dumps({"username": USERNAME, "password": password})
+        connection.request(
+            "POST", "/login", body=body, headers={"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        response.read()
+        cookies = set_cookies(response.headers.get_all("Set-Cookie") or [])
+    finally:
+        connection.close()
+    if response.status != 303 or not cookies.get(COOKIE_NAME) or not cookies.get(REFRESH_COOKIE):
+        raise SetupFailed(f"POST /login: expected 303 and both cookies, got {response.status}")
+    return cookies
+
+
+def post(port: int, path: str, cookie: str) -> int:
+    connection = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        connection.request("POST", path, headers={"Cookie": cookie, "Content-Length": "0"})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def start_redis(children: Processes, tmp: Path) -> tuple[Any, Any]:
+    """A redis-server for the run (tests/redis_server.py) and a client to read its stats."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import redis
+
+    from tests.redis_server import RedisServer
+
+    directory = tmp / "redis"
+    directory.mkdir()
+    try:
+        server = RedisServer(directory)
+        server.start()
+    except RuntimeError as exc:
+        raise SetupFailed(f"redis: {exc}") from None
+    assert server.proc is not None  # noqa: S101 - start() set it
+    children.procs.append(("redis", server.proc))
+    return server, redis.Redis(host=HOST, port=server.port, socket_timeout=5)
+
+
+def redis_counts(client: Any) -> dict[str, int]:
+    """Redis's counters: MGET and EVALSHA calls (INFO commandstats), and keys read.
+
+    keys_read (keyspace hits + misses) counts every key a read command looked up, so
+    it shows each request's revocation check even when one MGET serves several requests.
+    """
+    commands = client.info("commandstats")
+    stats = client.info("stats")
+    return {
+        "mget": int(commands.get("cmdstat_mget", {}).get("calls", 0)),
+        "evalsha": int(commands.get("cmdstat_evalsha", {}).get("calls", 0)),
+        "keys_read": int(stats["keyspace_hits"]) + int(stats["keyspace_misses"]),
+    }
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured, and whether gateway/ differed from it (others may be editing)."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or None,
+        "gateway_modified": bool(git("status", "--porcelain", "--", "gateway")),
+    }
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -265,6 +404,10 @@ class Measured:
     socket_errors: dict[str, int]
     front_cpu_us_per_req: float | None
     upstream_cpu_us_per_req: float | None
+    # gateway+redis only, per request: Redis's own CPU, MGETs Redis ran, keys it read
+    redis_cpu_us_per_req: float | None = None
+    redis_mget_per_req: float | None = None
+    redis_keys_read_per_req: float | None = None
 
 
 # On a machine with 2+ CPUs the front process under test (minimal proxy or gateway) gets
@@ -374,16 +517,42 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
+RATIOS = {  # name -> (numerator, denominator), each taken within one round
+    "gateway_over_minimal_proxy": ("gateway", "minimal-proxy"),
+    "gateway_redis_over_minimal_proxy": ("gateway+redis", "minimal-proxy"),
+    "gateway_over_direct": ("gateway", "direct"),
+    "gateway_redis_over_direct": ("gateway+redis", "direct"),
+    "gateway_redis_over_gateway": ("gateway+redis", "gateway"),
+    "minimal_proxy_over_direct": ("minimal-proxy", "direct"),
+}
+
+
+def _ratio(measured: dict[str, Measured], name: str) -> float:
+    top, bottom = RATIOS[name]
+    return measured[top].requests_per_s / measured[bottom].requests_per_s
+
+
+def _cpu_ratio(measured: dict[str, Measured], name: str) -> float | None:
+    """The same ratio from the front process's CPU per request (bottom's over top's).
+
+    With the front process saturated, throughput is 1 / CPU per request; time the
+    machine gives to other processes lowers req/s but not CPU per request.
+    """
+    top, bottom = RATIOS[name]
+    cpu_top, cpu_bottom = measured[top].front_cpu_us_per_req, measured[bottom].front_cpu_us_per_req
+    return cpu_bottom / cpu_top if cpu_top and cpu_bottom else None
+
+
 def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
-    up_port, proxy_port, gw_port, admin_port = free_ports(4)
+    up_port, proxy_port, gw_port, admin_port, rgw_port, radmin_port = free_ports(6)
     upstream = f"http://{HOST}:{up_port}"
     me = [sys.executable, str(Path(__file__).resolve())]
     loop_name = "uvloop" if _loop_factory() is not None else "asyncio"
-    secret = secrets.token_urlsafe(48)  # 64 bytes
-    token = mint_token(secret)
-    cookie = f"{COOKIE_NAME}={token}"
+    secret = secrets.token_urlsafe(48)  # 64 bytes; both gateways verify with it
+    password = secrets.token_urlsafe(16)
 
-    logs = {name: tmp / f"{name}.stderr" for name in ("upstream", "minimal-proxy", "gateway")}
+    names = ("upstream", "minimal-proxy", "gateway", "gateway+redis")
+    logs = {name: tmp / f"{name}.stderr" for name in names}
     upstream_proc = children.start(
         "upstream",
         [*me, "--serve", "upstream", "--port", str(up_port)],
@@ -394,54 +563,98 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
         [*me, "--serve", "proxy", "--port", str(proxy_port), "--upstream", upstream],
         stderr=logs["minimal-proxy"],
     )
-    config = tmp / "gateway.yaml"
-    config.write_text(gateway_config(gw_port, admin_port, up_port))
-    gateway_proc = children.start(
-        "gateway",
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-        env={**os.environ, "JWT_SECRET": secret},
-        stdout=subprocess.DEVNULL,  # the JSON access log: one line per request
-        stderr=logs["gateway"],
-    )
+    redis_server, redis_client = start_redis(children, tmp)
+    users = tmp / "users.yaml"
+    write_users_file(users, password)
+    gateway_env = {**os.environ, "JWT_SECRET": secret}
+    gateways = {}
+    for name, port, admin, store in (
+        ("gateway", gw_port, admin_port, None),
+        ("gateway+redis", rgw_port, radmin_port, redis_server.url),
+    ):
+        config = tmp / f"{name}.yaml"
+        config.write_text(
+            gateway_config(port, admin, up_port, store=store, users_file=users if store else None)
+        )
+        gateways[name] = children.start(
+            name,
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+            env=gateway_env,
+            stdout=subprocess.DEVNULL,  # the JSON access log: one line per request
+            stderr=logs[name],
+        )
+    gateway_proc, redis_gw_proc = gateways["gateway"], gateways["gateway+redis"]
     pin(upstream_proc.pid, _LOAD_CPU)
+    pin(redis_server.proc.pid, _LOAD_CPU)
     pin(proxy_proc.pid, _FRONT_CPU)
     pin(gateway_proc.pid, _FRONT_CPU)
+    pin(redis_gw_proc.pid, _FRONT_CPU)
     try:
         wait_ready(f"{upstream}/", upstream_proc, "upstream")
         wait_ready(f"http://{HOST}:{proxy_port}/", proxy_proc, "minimal proxy")
-        wait_ready(f"http://{HOST}:{admin_port}/healthz", gateway_proc, "gateway (admin /healthz)")
-        wait_ready(f"http://{HOST}:{admin_port}/readyz", gateway_proc, "gateway (admin /readyz)")
+        for name, admin in (("gateway", admin_port), ("gateway+redis", radmin_port)):
+            proc = gateways[name]
+            wait_ready(f"http://{HOST}:{admin}/healthz", proc, f"{name} (admin /healthz)")
+            wait_ready(f"http://{HOST}:{admin}/readyz", proc, f"{name} (admin /readyz)")
+        # A real sign-in: the access token carries jti, fam and iat as every session's does.
+        session = sign_in(rgw_port, password)
     except SetupFailed:
         for name, log in logs.items():
             if text := _tail(log):
                 print(f"--- {name} stderr ---\n{text}", file=sys.stderr)
         raise
+    token = session[COOKIE_NAME]
+    cookie = f"{COOKIE_NAME}={token}"
 
     targets = {
         "direct": (f"{upstream}{PATH}", upstream_proc),
         "minimal-proxy": (f"http://{HOST}:{proxy_port}{PATH}", proxy_proc),
         "gateway": (f"http://{HOST}:{gw_port}{PATH}", gateway_proc),
+        "gateway+redis": (f"http://{HOST}:{rgw_port}{PATH}", redis_gw_proc),
     }
     # One request each first, so the benchmark cannot silently measure error responses.
     for name, (url, _proc) in targets.items():
         status, body = fetch(url, {"Cookie": cookie})
         if status != 200 or body != BODY:
             raise SetupFailed(f"{name}: expected 200 and the upstream's body, got {status}")
-    gw_url = targets["gateway"][0]
-    status, _ = fetch(gw_url)
-    if status != 401:
-        raise SetupFailed(f"gateway without the cookie: expected 401, got {status}")
-    status, _ = fetch(gw_url, {"Cookie": f"{COOKIE_NAME}={token[:-4]}AAAA"})
-    if status != 401:
-        raise SetupFailed(f"gateway with a forged signature: expected 401, got {status}")
+    for name in ("gateway", "gateway+redis"):
+        url = targets[name][0]
+        status, _ = fetch(url)
+        if status != 401:
+            raise SetupFailed(f"{name} without the cookie: expected 401, got {status}")
+        status, _ = fetch(url, {"Cookie": f"{COOKIE_NAME}={token[:-4]}AAAA"})
+        if status != 401:
+            raise SetupFailed(f"{name} with a forged signature: expected 401, got {status}")
+    # The revocation check really asks Redis on every request: a second session, used
+    # once (its claims now cached), logged out, must be refused on its next request.
+    version = code_version()
+    other = sign_in(rgw_port, password)
+    other_cookie = f"{COOKIE_NAME}={other[COOKIE_NAME]}"
+    redis_url = targets["gateway+redis"][0]
+    before = redis_counts(redis_client)
+    if fetch(redis_url, {"Cookie": other_cookie})[0] != 200:
+        raise SetupFailed("gateway+redis: a fresh session's access cookie was not accepted")
+    after = redis_counts(redis_client)
+    if (after["mget"] - before["mget"], after["keys_read"] - before["keys_read"]) != (1, 3):
+        raise SetupFailed("gateway+redis: one request did not make one MGET of three keys")
+    both = f"{other_cookie}; {REFRESH_COOKIE}={other[REFRESH_COOKIE]}"
+    if (status := post(rgw_port, "/logout", both)) != 303:
+        raise SetupFailed(f"gateway+redis: POST /logout answered {status}, expected 303")
+    if (status := fetch(redis_url, {"Cookie": other_cookie})[0]) != 401:
+        raise SetupFailed(f"gateway+redis: a logged-out access token got {status}, not 401")
     print(
-        f"checked: gateway 200 with the cookie, 401 without it and with a bad signature;"
-        f" event loop: {loop_name}; wrk -t{args.threads} -c{args.connections}"
+        "checked: both gateways 200 with the cookie, 401 without it and with a bad signature;"
+        " gateway+redis: a lone request makes one MGET of 3 keys, a logged-out token is refused"
+        f" at once; gateway at {version['commit']}"
+        f"{' + uncommitted changes' if version['gateway_modified'] else ''};"
+        f" event loop: {loop_name}; redis-server {redis_client.info('server')['redis_version']};"
+        f" wrk -t{args.threads} -c{args.connections}"
         f" -d{args.duration}s (+{args.warmup}s warm-up each)",
         flush=True,
     )
 
     header = f"Cookie: {cookie}"
+    redis_pid = redis_server.proc.pid
 
     def measure(name: str, url: str, proc: subprocess.Popen[bytes]) -> Measured:
         if args.warmup > 0:
@@ -457,6 +670,7 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
             if warm["non_2xx"]:
                 raise SetupFailed(f"{name}: {warm['non_2xx']} non-2xx responses in the warm-up")
         front0, up0 = cpu_seconds(proc.pid), cpu_seconds(upstream_proc.pid)
+        redis0, counts0 = cpu_seconds(redis_pid), redis_counts(redis_client)
         output = wrk(
             url,
             duration=args.duration,
@@ -465,6 +679,7 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
             header=header,
         )
         front1, up1 = cpu_seconds(proc.pid), cpu_seconds(upstream_proc.pid)
+        redis1, counts1 = cpu_seconds(redis_pid), redis_counts(redis_client)
         parsed = parse_wrk(output)
         if parsed["non_2xx"]:
             raise SetupFailed(
@@ -479,6 +694,11 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
             return None if a is None or b is None or not n else round((b - a) / n * 1e6, 1)
 
         lat = parsed["latency_ms"]
+        with_redis = name == "gateway+redis"
+
+        def count_per_req(key: str) -> float | None:
+            return round((counts1[key] - counts0[key]) / n, 3) if with_redis and n else None
+
         return Measured(
             target=name,
             url=url,
@@ -492,43 +712,81 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
             socket_errors=parsed["socket_errors"],
             front_cpu_us_per_req=per_req(front0, front1),
             upstream_cpu_us_per_req=None if name == "direct" else per_req(up0, up1),
+            redis_cpu_us_per_req=per_req(redis0, redis1) if with_redis else None,
+            redis_mget_per_req=count_per_req("mget"),
+            redis_keys_read_per_req=count_per_req("keys_read"),
         )
 
     # Rounds interleave the targets, so a slow stretch of the machine hits all of them;
-    # each ratio is taken within one round, and the median round is reported.
+    # each ratio is taken within one round, and the median over rounds is reported.
     rounds: list[dict[str, Measured]] = []
     for number in range(1, args.rounds + 1):
         current = {name: measure(name, url, proc) for name, (url, proc) in targets.items()}
         rounds.append(current)
         summary = ", ".join(f"{name} {m.requests_per_s:.0f}" for name, m in current.items())
-        ratio = current["gateway"].requests_per_s / current["minimal-proxy"].requests_per_s
-        print(f"  round {number}: {summary} req/s; gateway/minimal {ratio:.2f}", flush=True)
-    rounds.sort(key=lambda r: r["gateway"].requests_per_s / r["minimal-proxy"].requests_per_s)
-    median_round = rounds[len(rounds) // 2]
-    results = list(median_round.values())
-    round_ratios = sorted(
-        round(r["gateway"].requests_per_s / r["minimal-proxy"].requests_per_s, 3) for r in rounds
-    )
+        print(
+            f"  round {number}: {summary} req/s;"
+            f" gateway/minimal {_ratio(current, 'gateway_over_minimal_proxy'):.2f},"
+            f" gateway+redis/minimal {_ratio(current, 'gateway_redis_over_minimal_proxy'):.2f}",
+            flush=True,
+        )
+    per_round = {name: sorted(round(_ratio(r, name), 3) for r in rounds) for name in RATIOS}
+    medians = {name: values[len(values) // 2] for name, values in per_round.items()}
+    cpu_names = ("gateway_over_minimal_proxy", "gateway_redis_over_minimal_proxy")
+    cpu_per_round = {
+        name: sorted(round(c, 3) for r in rounds if (c := _cpu_ratio(r, name)) is not None)
+        for name in cpu_names
+    }
+    cpu_medians = {name: v[len(v) // 2] if v else None for name, v in cpu_per_round.items()}
+    all_rounds = [[asdict(m) for m in r.values()] for r in rounds]
+    # The table shows one whole round: the one with the median gateway / minimal ratio.
+    rounds.sort(key=lambda r: _ratio(r, "gateway_over_minimal_proxy"))
+    results = list(rounds[len(rounds) // 2].values())
 
-    by = {m.target: m for m in results}
-    vs_minimal = by["gateway"].requests_per_s / by["minimal-proxy"].requests_per_s
-    vs_direct = by["gateway"].requests_per_s / by["direct"].requests_per_s
-    minimal_vs_direct = by["minimal-proxy"].requests_per_s / by["direct"].requests_per_s
-    verdict = "PASS" if vs_minimal >= TARGET_RATIO else "BELOW TARGET"
+    verdict = "PASS" if medians["gateway_over_minimal_proxy"] >= TARGET_RATIO else "BELOW TARGET"
+    redis_ok = medians["gateway_redis_over_minimal_proxy"] >= REDIS_TARGET_RATIO
+    redis_verdict = "PASS" if redis_ok else "BELOW TARGET"
 
     print()
-    print(f"{'target':<14} {'req/s':>9} {'p50':>9} {'p99':>9} {'CPU/req (front)':>16}")
+    print(
+        f"{'target':<14} {'req/s':>9} {'p50':>9} {'p99':>9} {'CPU/req (front)':>16}"
+        f" {'CPU/req (redis)':>16}"
+    )
     for m in results:
         cpu = f"{m.front_cpu_us_per_req:.0f} us" if m.front_cpu_us_per_req is not None else "-"
+        rcpu = f"{m.redis_cpu_us_per_req:.0f} us" if m.redis_cpu_us_per_req is not None else "-"
         print(
             f"{m.target:<14} {m.requests_per_s:>9.0f} {m.p50_ms:>7.2f}ms {m.p99_ms:>7.2f}ms"
-            f" {cpu:>16}"
+            f" {cpu:>16} {rcpu:>16}"
         )
+    redis_m = next(m for m in results if m.target == "gateway+redis")
+    print(
+        f"  gateway+redis, per request: {redis_m.redis_keys_read_per_req} keys read from Redis,"
+        f" {redis_m.redis_mget_per_req} MGET (checks of one loop turn may share an MGET)"
+    )
     print()
-    print(f"gateway / minimal proxy: {vs_minimal:.2f}   (target >= {TARGET_RATIO:.2f}: {verdict})")
-    print(f"  per round, sorted:     {', '.join(f'{r:.2f}' for r in round_ratios)}")
-    print(f"gateway / direct:        {vs_direct:.2f}")
-    print(f"minimal proxy / direct:  {minimal_vs_direct:.2f}")
+
+    def line(label: str, name: str, target: str = "") -> None:
+        rounds_text = ", ".join(f"{r:.2f}" for r in per_round[name])
+        print(f"{label:<30} {medians[name]:.2f}{target}   (rounds: {rounds_text})")
+        if name in cpu_names and cpu_medians[name] is not None:
+            values = ", ".join(f"{r:.2f}" for r in cpu_per_round[name])
+            print(f"{'  from CPU per request:':<30} {cpu_medians[name]:.2f}   (rounds: {values})")
+
+    line(
+        "gateway / minimal proxy:",
+        "gateway_over_minimal_proxy",
+        f"   target >= {TARGET_RATIO:.2f}: {verdict}",
+    )
+    line(
+        "gateway+redis / minimal proxy:",
+        "gateway_redis_over_minimal_proxy",
+        f"   target >= {REDIS_TARGET_RATIO:.2f}: {redis_verdict}",
+    )
+    line("gateway+redis / gateway:", "gateway_redis_over_gateway")
+    line("gateway / direct:", "gateway_over_direct")
+    line("gateway+redis / direct:", "gateway_redis_over_direct")
+    line("minimal proxy / direct:", "minimal_proxy_over_direct")
 
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -541,6 +799,7 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
             "body_bytes": len(BODY),
             "event_loop": loop_name,
             "cookie_sent_to_every_target": True,
+            "cookie_from": "POST /login to gateway+redis (both gateways share the secret)",
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -548,18 +807,31 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
             "platform": platform.platform(),
             "aiohttp": _version("aiohttp"),
             "uvloop": _version("uvloop"),
+            "redis_py": _version("redis"),
+            "hiredis": _version("hiredis"),
+            "redis_server": redis_client.info("server")["redis_version"],
             "wrk": _wrk_version(),
         },
+        "code": version,
         "results": [asdict(m) for m in results],
         "rounds": args.rounds,
-        "gateway_over_minimal_proxy_per_round": round_ratios,
-        "pinned": {"front_cpus": sorted(_FRONT_CPU or ()), "load_cpus": sorted(_LOAD_CPU or ())},
-        "ratios": {
-            "gateway_over_minimal_proxy": round(vs_minimal, 3),
-            "gateway_over_direct": round(vs_direct, 3),
-            "minimal_proxy_over_direct": round(minimal_vs_direct, 3),
+        "ratios_per_round": per_round,
+        "gateway_over_minimal_proxy_per_round": per_round["gateway_over_minimal_proxy"],
+        "pinned": {
+            "front_cpus": sorted(_FRONT_CPU or ()),
+            "load_cpus": sorted(_LOAD_CPU or ()),
+            "on_load_cpus": ["wrk", "upstream", "redis-server"],
         },
-        "target": {"gateway_over_minimal_proxy": TARGET_RATIO, "verdict": verdict},
+        "ratios": medians,
+        "cpu_per_request_ratios": cpu_medians,
+        "cpu_per_request_ratios_per_round": cpu_per_round,
+        "all_rounds": all_rounds,
+        "target": {
+            "gateway_over_minimal_proxy": TARGET_RATIO,
+            "verdict": verdict,
+            "gateway_redis_over_minimal_proxy": REDIS_TARGET_RATIO,
+            "redis_verdict": redis_verdict,
+        },
     }
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -589,7 +861,10 @@ def _wrk_version() -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="benchmarks/run",
-        description="wrk: upstream direct vs a minimal aiohttp proxy vs the gateway, one run",
+        description=(
+            "wrk: upstream direct vs a minimal aiohttp proxy vs the gateway (memory store)"
+            " vs the gateway with Redis sessions, one run"
+        ),
     )
     parser.add_argument("--duration", type=int, default=10, help="seconds per target (10)")
     parser.add_argument("--connections", type=int, default=32, help="open connections (32)")
