@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from yarl import URL
 
+from .redis_wire import PipelinedConnection, WireError
 from .store import AccessCheck, Limits, Rotation, Session, StoreUnavailable
 
 T = TypeVar("T")
@@ -121,6 +122,7 @@ class RedisStore:
             decode_responses=True,
         )
         self._redis = redis.Redis(connection_pool=pool)
+        self._hot = PipelinedConnection(url, password)
         self._pending: list[tuple[AccessCheck, asyncio.Future[bool]]] = []
         self._batches: set[asyncio.Future[None]] = set()
         self._create = self._redis.register_script(_CREATE)
@@ -165,7 +167,7 @@ class RedisStore:
             ]
         why = "no answer"
         try:
-            values = await self._call(self._redis.mget(keys))
+            values = await self._mget(keys)
             for i, (check, future) in enumerate(batch):
                 denied, cutoff, dead = values[3 * i : 3 * i + 3]
                 revoked = denied is not None or (check.family != "" and dead is not None)
@@ -173,13 +175,32 @@ class RedisStore:
                     revoked = check.issued_at < float(cutoff)
                 if not future.done():  # its request may have been cancelled meanwhile
                     future.set_result(revoked)
-        except (StoreUnavailable, ValueError) as exc:
+        except (StoreUnavailable, ValueError, TypeError) as exc:
             why = str(exc)
         finally:
             # every waiting request gets an answer, whatever happened: never a hang
             for _, future in batch:
                 if not future.done():
                     future.set_exception(StoreUnavailable(why))
+
+    async def _mget(self, keys: list[str]) -> list[str | None]:
+        """On the pipelined connection; one quick retry when it was found dropped."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                for attempt in (1, 2):
+                    try:
+                        values: list[str | None] = await self._hot.execute("MGET", *keys)
+                        return values
+                    except (WireError, OSError):
+                        self._hot.reset()
+                        if attempt == 2:
+                            raise
+        except TimeoutError:
+            self._hot.reset()
+            raise StoreUnavailable("TimeoutError") from None
+        except (WireError, OSError) as exc:
+            raise StoreUnavailable(type(exc).__name__) from None
+        raise StoreUnavailable("no answer")  # not reached: the loop returns or raises
 
     async def create_family(self, session: Session, token_digest: str, ttl: float) -> None:
         keys = [_P + "fam:" + session.family, _P + "user:" + session.subject]
@@ -272,6 +293,7 @@ class RedisStore:
         await self._call(self._redis.ping())
 
     async def close(self) -> None:
+        self._hot.reset()
         await self._redis.aclose()
         await self._redis.connection_pool.disconnect()
 

@@ -212,8 +212,8 @@ class Sessions:
         refresh_issued: float,
     ) -> Issued:
         assert self.issuer is not None  # noqa: S101 - callers check
-        access, _ = self.issuer.access(subject, family, _user_claims(claims), now)
-        principal = self._verifier.verify(access)  # also warms the cache for the next request
+        access, payload = self.issuer.access(subject, family, _user_claims(claims), now)
+        principal = self._verifier.remember(access, payload)  # the next request hits the cache
         refresh_left = refresh_issued + self.issuer.refresh_ttl - now
         set_cookies = cookies.session_cookies(
             self._cookies, access, self.issuer.access_ttl, refresh, refresh_left

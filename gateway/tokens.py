@@ -13,6 +13,7 @@ import base64
 import hashlib
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,11 +62,15 @@ class Verifier:
         self._audience = audience
         self._leeway = leeway
         self._clock = clock
-        self._cache: dict[str, Principal] = {}
+        # insertion order is eviction order; popitem(last=False) is O(1) where a plain
+        # dict's "delete the first key" slows down as deleted slots pile up at its front
+        self._cache: OrderedDict[str, Principal] = OrderedDict()
         self._cache_size = cache_size
 
     def verify(self, token: str, expected_type: str = ACCESS) -> Principal:
         """Raises TokenExpired or TokenInvalid; never returns an unverified identity."""
+        if expected_type != ACCESS:
+            return self._decode(token, expected_type)  # refresh tokens are single use: no cache
         cached = self._cache.get(token)
         if cached is not None:
             if self._clock() < cached.expires_at + self._leeway:
@@ -74,12 +79,19 @@ class Verifier:
                 raise TokenInvalid("wrong token type")
             del self._cache[token]
             raise TokenExpired("token expired")
-        principal = self._decode(token, expected_type)
+        return self._remember(token, self._decode(token, expected_type))
+
+    def remember(self, token: str, claims: Mapping[str, Any]) -> Principal:
+        """A token this process just signed: cached without decoding it again."""
+        if len(token) > MAX_TOKEN_BYTES:  # would be refused when it comes back
+            raise TokenInvalid("token too large")
+        return self._remember(token, _principal(claims, ACCESS))
+
+    def _remember(self, token: str, principal: Principal) -> Principal:
         if self._cache_size <= 0:
             return principal
         if len(self._cache) >= self._cache_size:
-            # dicts keep insertion order: dropping the first entry evicts the oldest
-            del self._cache[next(iter(self._cache))]
+            self._cache.popitem(last=False)
         self._cache[token] = principal
         return principal
 
@@ -109,20 +121,25 @@ class Verifier:
                 raise TokenInvalid(type(exc).__name__) from None
         else:
             raise TokenInvalid(type(last).__name__ if last else "no verification key")
-        if claims.get(TYPE_CLAIM) != expected_type:
-            raise TokenInvalid("wrong token type")
-        subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject:
-            raise TokenInvalid("sub must be a non-empty string")
-        roles = claims.get("roles", [])
-        if isinstance(roles, str):
-            roles = [roles]
-        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-            raise TokenInvalid("roles must be a list of strings")
-        exp = claims["exp"]
-        if not isinstance(exp, int | float):
-            raise TokenInvalid("exp must be a number")
-        return Principal(subject, frozenset(roles), claims, float(exp))
+        return _principal(claims, expected_type)
+
+
+def _principal(claims: Mapping[str, Any], expected_type: str) -> Principal:
+    """The checks PyJWT does not make, on claims whose signature is already settled."""
+    if claims.get(TYPE_CLAIM) != expected_type:
+        raise TokenInvalid("wrong token type")
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise TokenInvalid("sub must be a non-empty string")
+    roles = claims.get("roles", [])
+    if isinstance(roles, str):
+        roles = [roles]
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise TokenInvalid("roles must be a list of strings")
+    exp = claims["exp"]
+    if not isinstance(exp, int | float):
+        raise TokenInvalid("exp must be a number")
+    return Principal(subject, frozenset(roles), claims, float(exp))
 
 
 # Claims a credential backend may not set: the gateway owns what makes a token a token.
@@ -153,16 +170,15 @@ class Issuer:
 
     def access(
         self, subject: str, family: str, claims: Mapping[str, Any], now: float
-    ) -> tuple[str, str]:
-        """A fresh access token and its jti."""
-        jti = new_id()
-        return self._sign(subject, family, jti, ACCESS, claims, now, self.access_ttl), jti
+    ) -> tuple[str, dict[str, Any]]:
+        """A fresh access token and its claims."""
+        return self._sign(subject, family, new_id(), ACCESS, claims, now, self.access_ttl)
 
     def refresh(
         self, subject: str, family: str, jti: str, claims: Mapping[str, Any], issued_at: float
     ) -> str:
         """Deterministic in (jti, issued_at, claims): the grace window hands out the same one."""
-        return self._sign(subject, family, jti, REFRESH, claims, issued_at, self.refresh_ttl)
+        return self._sign(subject, family, jti, REFRESH, claims, issued_at, self.refresh_ttl)[0]
 
     def _sign(
         self,
@@ -173,7 +189,7 @@ class Issuer:
         claims: Mapping[str, Any],
         now: float,
         ttl: float,
-    ) -> str:
+    ) -> tuple[str, dict[str, Any]]:
         payload = {k: v for k, v in claims.items() if k not in RESERVED_CLAIMS}
         payload.update(
             sub=subject,
@@ -187,7 +203,7 @@ class Issuer:
             fam=family,
             **{TYPE_CLAIM: kind},
         )
-        return jwt.encode(payload, self._key, algorithm=self._algorithm)
+        return jwt.encode(payload, self._key, algorithm=self._algorithm), payload
 
 
 def new_id() -> str:

