@@ -885,10 +885,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--connections and --threads must be positive")
     if args.threads > args.connections:
         parser.error("--threads must not exceed --connections (wrk's rule)")
+    return run_guarded(run, args)
+
+
+def run_guarded(runner: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Exit codes for the ways a benchmark ends; children are stopped by the runner's finally."""
     # SIGTERM to the benchmark still stops every child: it unwinds through the finally.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        return run(args)
+        return runner(args)
     except SetupFailed as exc:
         print(f"benchmark setup failed: {exc}", file=sys.stderr)
         return 1

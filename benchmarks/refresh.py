@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -63,6 +62,7 @@ from bench import (
     gateway_config,
     pin,
     redis_counts,
+    run_guarded,
     set_cookies,
     start_redis,
     wait_ready,
@@ -398,15 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--duration takes 1..600 seconds, --warmup 0..60")
     if not 1 <= args.workers <= 1000 or not 1 <= args.rounds <= 50:
         parser.error("--workers takes 1..1000, --rounds 1..50")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        return run(args)
-    except SetupFailed as exc:
-        print(f"benchmark setup failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_guarded(run, args)
 
 
 if __name__ == "__main__":
