@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,8 +25,26 @@ def wait_for(url: str, seconds: float = 15) -> bool:
     return False
 
 
+def ports_in_use(ports: tuple[int, ...]) -> list[int]:
+    """Ports something already listens on: another demo answering would fool the health check."""
+    taken = []
+    for port in ports:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                taken.append(port)
+    return taken
+
+
 def main() -> int:
     config = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "config.yaml")
+    taken = ports_in_use((3000, 8080, 9090))
+    if taken:
+        ports = ", ".join(str(p) for p in taken)
+        print(f"port {ports} on 127.0.0.1 is already in use (another demo?)", file=sys.stderr)
+        return 1
+    # SIGTERM (not only Ctrl-C) must unwind through the finally below, or both children
+    # outlive this script and keep the ports
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     app = subprocess.Popen([sys.executable, str(ROOT / "demo" / "upstream.py")])
     gateway = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--config", config],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -239,3 +240,44 @@ def test_workers_with_memory_store_is_a_config_error(
     assert result.returncode == 2
     assert "workers" in result.stderr and "redis://" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_no_password_token_or_cookie_value_reaches_the_log(
+    spawn_gateway: Spawn, upstream_url: str, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    gateway = spawn_gateway(
+        config_text(upstream_url, session_extra(tmp_path), tokens="refresh_reuse_grace: 0s")
+    )
+    secrets_seen: list[str] = ["wonderland", "not-the-password-42", "side-cookie-value-77"]
+    async with http.post(
+        gateway.url + "/login",
+        json={"username": "alice", "password": "not-the-password-42"},
+        headers={"Origin": SAME_ORIGIN},
+    ) as failed:
+        assert failed.status == 401
+    first = await sign_in(http, gateway)
+    secrets_seen += first.values()
+    extra = {"other_app": "side-cookie-value-77", **first}
+    assert await status(http, gateway.url + "/api/x", extra) == 200
+    async with http.get(
+        gateway.url + "/api/x", headers=cookie_header({"refresh_token": first["refresh_token"]})
+    ) as rotated:
+        newest = {n: c["value"] for n, c in set_cookies(rotated).items()}
+        secrets_seen += newest.values()
+    await asyncio.sleep(0.05)
+    assert (
+        await status(http, gateway.url + "/api/x", {"refresh_token": first["refresh_token"]}) == 401
+    )
+    async with http.post(
+        gateway.url + "/logout",
+        headers={"Origin": SAME_ORIGIN, **cookie_header(newest)},
+        allow_redirects=False,
+    ) as out:
+        assert out.status == 303
+    gateway.proc.terminate()
+    gateway.proc.wait(timeout=30)
+    text = gateway.log.read_text()
+    events = {line.get("event") for line in map(json.loads, text.splitlines()) if line}
+    assert {"login", "login_failed", "refresh", "refresh_reuse"} <= events
+    for value in secrets_seen:
+        assert value and value not in text

@@ -587,3 +587,36 @@ async def test_trusted_proxies_tell_clients_apart(
     assert await attempt("198.51.100.9") == (401 if trusted else 429)
     echo = await client.get("/public/x", headers={"X-Forwarded-Proto": "https"})
     assert received(await echo.json())["x-forwarded-proto"] == ["https" if trusted else "http"]
+
+
+async def test_the_login_template_is_replaceable(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "mine.html").write_text(
+        "<h1>ACME sign-in</h1><p class=err>{{ error }}</p>"
+        '<form method="post" action="{{ action }}"><input name="next" value="{{ next }}">'
+        '<input name="username" value="{{ username }}"></form>\n'
+    )
+    client = await make_gateway(
+        session_extra(tmp_path, login=f"template: {tmp_path / 'mine.html'}")
+    )
+    page = await client.get("/login", params={"next": "/reports"})
+    body = await page.text()
+    assert page.status == 200 and "<h1>ACME sign-in</h1>" in body
+    assert 'value="/reports"' in body and 'action="/login"' in body
+    failed = await client.post(
+        "/login",
+        data={"username": "<b>x</b>", "password": "nope"},
+        headers=FORM_HEADERS,
+    )
+    text = await failed.text()
+    assert failed.status == 401 and "Invalid username or password." in text
+    assert "&lt;b&gt;x&lt;/b&gt;" in text and "<b>x</b>" not in text
+
+
+async def test_logout_without_a_session_still_clears_and_redirects(gateway: Client) -> None:
+    response = await gateway.post("/logout", headers=FORM_HEADERS, allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/login"
+    assert set(set_cookies(response)) == {"access_token", "refresh_token"}
+    assert (await gateway.put("/logout", headers=FORM_HEADERS)).status == 405
+    assert (await gateway.delete("/login", headers=FORM_HEADERS)).status == 405
