@@ -70,7 +70,9 @@ def pair(
     text = config_text(
         upstream_url,
         session_extra(tmp_path, store=redis_url),
-        tokens="refresh_reuse_grace: 1s\naccess_ttl: 8s",  # 8 s: open WebSockets re-check every 2 s
+        # a 2 s grace: 20 racing requests fit in it even on a slow machine; an 8 s access TTL
+        # makes open WebSockets re-check every 2 s
+        tokens="refresh_reuse_grace: 2s\naccess_ttl: 8s",
     )
     cli_config = write_config(tmp_path, text, "cli.yaml")
     return spawn_gateway(text), spawn_gateway(text), str(cli_config)
@@ -103,7 +105,7 @@ async def test_replay_after_grace_is_caught_on_the_other_replica(
         a.url + "/api/x", headers=cookie_header({"refresh_token": first["refresh_token"]})
     ) as rotated:
         newest = {n: c["value"] for n, c in set_cookies(rotated).items()}
-    await asyncio.sleep(1.3)
+    await asyncio.sleep(2.3)
     assert await status(http, b.url + "/api/x", {"refresh_token": first["refresh_token"]}) == 401
     assert await status(http, a.url + "/api/x", {"refresh_token": newest["refresh_token"]}) == 401
     assert await status(http, a.url + "/api/x", {"access_token": newest["access_token"]}) == 401
