@@ -33,8 +33,13 @@ _BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 # at a time, so a burst of logins queues instead of stalling every proxied request.
 _HASH_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="password-hash")
 MAX_FIELD = 1024
-# the shared client does not decompress (it streams upstream bodies untouched)
-_VERIFY_HEADERS = {"Accept": "application/json", "Accept-Encoding": "identity"}
+# The shared client skips its automatic headers (it forwards requests as they came), so
+# the ones a legacy endpoint needs are said here; and it does not decompress.
+_VERIFY_HEADERS = {
+    "Content-Type": "application/json",
+    "Accept": "application/json",
+    "Accept-Encoding": "identity",
+}
 
 
 class CredentialsUnavailable(Exception):

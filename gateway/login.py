@@ -113,7 +113,7 @@ async def _sign_in(
         security.warning(
             "login throttled", extra={"event": "login_throttled", "user": username[:128]}
         )
-        return Result(_too_many(request, as_json, wait), "login_throttled", username)
+        return Result(_too_many(as_json, wait), "login_throttled", username)
     assert snapshot.credentials is not None  # noqa: S101 - handle() checks
     try:
         claims = await snapshot.credentials.check(username, password, client)
@@ -128,7 +128,7 @@ async def _sign_in(
             "login failed",
             extra={"event": "login_failed", "user": username[:128], "client": address},
         )
-        return Result(_failed(snapshot, request, as_json, username, next_path), "login_failed")
+        return Result(_failed(snapshot, as_json, username, next_path), "login_failed")
     await sessions.store.clear_failures(username, address)
     try:
         issued = await sessions.start(claims, address, request.headers.get(hdrs.USER_AGENT, ""))
@@ -211,15 +211,13 @@ def _page(
     return web.Response(status=status, text=body, content_type="text/html", headers=_PAGE_HEADERS)
 
 
-def _failed(
-    snapshot: Snapshot, request: web.BaseRequest, as_json: bool, username: str, next_path: str
-) -> web.Response:
+def _failed(snapshot: Snapshot, as_json: bool, username: str, next_path: str) -> web.Response:
     if as_json:
         return _json(401, {"error": "invalid_credentials", "message": FAILED})
     return _page(snapshot, next_path, status=401, username=username, error=FAILED)
 
 
-def _too_many(request: web.BaseRequest, as_json: bool, wait: float) -> web.Response:
+def _too_many(as_json: bool, wait: float) -> web.Response:
     seconds = str(max(1, math.ceil(wait)))
     message = "Too many failed sign-in attempts. Try again later."
     response = (

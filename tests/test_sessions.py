@@ -454,6 +454,8 @@ async def test_store_down_fails_closed_with_503(
 
 
 async def _verify(request: web.Request) -> web.Response:
+    if request.content_type != "application/json":  # as Express or Flask would insist
+        return web.Response(status=415)
     body = await request.json()
     password = body.get("password")
     if body.get("username") == "carol" and password == "legacy":
