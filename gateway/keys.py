@@ -54,23 +54,8 @@ class KeyProblem(ValueError):
     """A key could not be loaded; the message is safe to show (never the key)."""
 
 
-def secret_from_env(name: str, algorithm: str) -> Secret:
-    value = os.environ.get(name)
-    if value is None or not value.strip():
-        raise KeyProblem(f"environment variable {name} is not set or empty")
-    return _hmac_secret(value.strip().encode(), algorithm)
-
-
-def secret_from_file(path: Path, algorithm: str) -> Secret:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise KeyProblem(f"cannot read {path}: {exc.strerror}") from None
-    return _hmac_secret(data.strip(), algorithm)
-
-
 def plain_secret_from_env(name: str) -> Secret:
-    """A password for a service (the store), any length."""
+    """A secret of any length, such as the store's password."""
     value = os.environ.get(name)
     if value is None or not value.strip():
         raise KeyProblem(f"environment variable {name} is not set or empty")
@@ -85,6 +70,15 @@ def plain_secret_from_file(path: Path) -> Secret:
     if not data:
         raise KeyProblem(f"{path} is empty")
     return Secret(data)
+
+
+def secret_from_env(name: str, algorithm: str) -> Secret:
+    """An HMAC signing secret: as above, and long enough for the algorithm."""
+    return _hmac_secret(plain_secret_from_env(name).reveal(), algorithm)
+
+
+def secret_from_file(path: Path, algorithm: str) -> Secret:
+    return _hmac_secret(plain_secret_from_file(path).reveal(), algorithm)
 
 
 def _hmac_secret(value: bytes, algorithm: str) -> Secret:
