@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     sessions = sub.add_parser("sessions", help="list a user's live sessions")
     sessions.add_argument("--config", help=config_help)
     sessions.add_argument("--user", required=True, help="the user's id (the sub claim)")
+
+    sub.add_parser("schema", help="print the JSON Schema of the config file, for editors")
     return parser
 
 
@@ -69,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "hash-password":
         return _hash_password()
+    if args.command == "schema":
+        return _schema()
     path = _config_path(args.config)
     if args.command == "serve":
         return _serve(path)
@@ -182,6 +186,13 @@ def _hash_password() -> int:
         print("gateway: empty password", file=sys.stderr)
         return EXIT_INVALID
     print(hash_password(password))
+    return EXIT_OK
+
+
+def _schema() -> int:
+    from .schema import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
     return EXIT_OK
 
 
