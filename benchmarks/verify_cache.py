@@ -28,7 +28,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway.keys import KeySet, Secret
+from gateway.keys import KeySet, Secret, VerificationKey
 from gateway.tokens import ACCESS, Principal, Verifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,12 +42,20 @@ def key_sets() -> dict[str, KeySet]:
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ec_key = ec.generate_private_key(ec.SECP256R1())
     return {
-        "HS256": KeySet(algorithm="HS256", signing_key=secret, verification_keys=(secret,)),
+        "HS256": KeySet(
+            algorithm="HS256",
+            signing_key=secret,
+            verification_keys=(VerificationKey(secret, "HS256"),),
+        ),
         "RS256": KeySet(
-            algorithm="RS256", signing_key=rsa_key, verification_keys=(rsa_key.public_key(),)
+            algorithm="RS256",
+            signing_key=rsa_key,
+            verification_keys=(VerificationKey(rsa_key.public_key(), "RS256"),),
         ),
         "ES256": KeySet(
-            algorithm="ES256", signing_key=ec_key, verification_keys=(ec_key.public_key(),)
+            algorithm="ES256",
+            signing_key=ec_key,
+            verification_keys=(VerificationKey(ec_key.public_key(), "ES256"),),
         ),
     }
 

@@ -47,6 +47,7 @@ _HEADER_RESERVED = frozenset(
 _AUTH_MODES = ("required", "optional", "public", "deny")
 _ON_UNAUTH = ("auto", "redirect", "status")
 _SAME_SITE = ("lax", "strict", "none")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 _HTTP_METHODS = frozenset(
     (
         "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
@@ -105,7 +106,10 @@ class LoginConfig:
 class AssertionConfig:
     header: str = "X-User-Assertion"
     private_key_file: Path
+    private_key: Any  # loaded: an EC P-256 (ES256) or Ed25519 (EdDSA) private key
+    algorithm: Literal["ES256", "EdDSA"]
     ttl: float = 30
+    previous_public_keys: tuple[Any, ...] = ()  # still published in the JWKS during a rotation
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,6 +131,8 @@ class Config:
     identity_headers: tuple[tuple[str, str], ...] = ()
     identity_assertion: AssertionConfig | None = None
     trusted_proxies: tuple[Network, ...] = ()
+    log_level: str = "info"
+    files: tuple[Path, ...] = ()  # the config file and every file it names: what reload watches
     warnings: tuple[str, ...] = ()
 
 
@@ -194,10 +200,7 @@ def _build(top: Section, base: Path, source: Path) -> Config | None:
     identity = _identity_headers(top)
     assertion = _assertion(top, base)
     trusted = _trusted_proxies(top)
-    if assertion is not None:
-        warnings.append(
-            f"{source}: identity_assertion is accepted but not active yet in this version"
-        )
+    log_level = top.choice("log_level", LOG_LEVELS, "info")
     if top.problems.items or upstream is None or tokens is None or routes is None:
         return None
     return Config(
@@ -218,6 +221,8 @@ def _build(top: Section, base: Path, source: Path) -> Config | None:
         identity_headers=identity,
         identity_assertion=assertion,
         trusted_proxies=trusted,
+        log_level=log_level,
+        files=(source, *dict.fromkeys(top.problems.files)),
         warnings=tuple(warnings),
     )
 
@@ -285,7 +290,69 @@ def _tokens(sec: Section, base: Path) -> TokensConfig | None:
 
 
 def _key_set(sec: Section, base: Path, algorithm: str) -> keys.KeySet | None:
+    kid = sec.opt_text("kid")
+    current = _current_keys(sec, base, algorithm)
+    previous = _previous_keys(sec, base, algorithm, kid)
+    if current is None or previous is None:
+        return None
+    signing, verifiers = current
     alg = cast(keys.Algorithm, algorithm)
+    own = [keys.VerificationKey(k, alg, kid if i == 0 and signing else None)
+           for i, k in enumerate(verifiers)]  # fmt: skip
+    return keys.KeySet(
+        algorithm=alg, signing_key=signing, verification_keys=(*own, *previous), kid=kid
+    )
+
+
+def _previous_keys(
+    sec: Section, base: Path, algorithm: str, current_kid: str | None
+) -> list[keys.VerificationKey] | None:
+    """Keys that only verify, while tokens signed with them are still out there."""
+    result: list[keys.VerificationKey] = []
+    seen = {current_kid}
+    ok = True
+    for item in sec.sections("previous_keys"):
+        kid = item.text("kid") if item.required("kid", "the key id in those tokens' header") else ""
+        if kid and kid in seen:
+            item.error("kid", f"kid {kid!r} is already used by another key")
+        seen.add(kid)
+        alg = item.choice("algorithm", keys.ALGORITHMS, algorithm)
+        loaded = _one_key(item, base, alg)
+        item.finish()
+        if loaded is None or not kid:
+            ok = False
+            continue
+        result.append(keys.VerificationKey(loaded, cast(keys.Algorithm, alg), kid))
+    return result if ok else None
+
+
+def _one_key(sec: Section, base: Path, algorithm: str) -> Any:
+    """A previous key: an HMAC secret, or the public half of an asymmetric one."""
+    hmac = algorithm.startswith("HS")
+    allowed = ("secret_env", "secret_file") if hmac else ("public_key_file",)
+    for name in ("secret_env", "secret_file", "public_key_file"):
+        value = sec.opt_text(name)
+        if value and name not in allowed:
+            sec.error(name, f"{algorithm} uses {' or '.join(allowed)}, not {name}")
+    given = [n for n in allowed if sec.has(n)]
+    if len(given) != 1:
+        sec.error(allowed[0], f"{algorithm} needs exactly one of {' or '.join(allowed)}")
+        return None
+    name = given[0]
+    value = sec.text(name)
+    try:
+        if name == "secret_env":
+            return keys.secret_from_env(value, algorithm)
+        if name == "secret_file":
+            return keys.secret_from_file(sec.problems.uses(base / value), algorithm)
+        return keys.public_key(sec.problems.uses(base / value), algorithm)
+    except keys.KeyProblem as exc:
+        sec.error(name, str(exc))
+        return None
+
+
+def _current_keys(sec: Section, base: Path, algorithm: str) -> tuple[Any, list[Any]] | None:
+    """The signing key (None: verify only) and the keys that verify with it."""
     names = ("secret_env", "secret_file", "private_key_file", "public_key_files")
     given = [n for n in names if sec.has(n)]
     secret_env, secret_file = sec.opt_text("secret_env"), sec.opt_text("secret_file")
@@ -301,12 +368,12 @@ def _key_set(sec: Section, base: Path, algorithm: str) -> keys.KeySet | None:
             secret = (
                 keys.secret_from_env(secret_env, algorithm)
                 if secret_env
-                else keys.secret_from_file(base / str(secret_file), algorithm)
+                else keys.secret_from_file(sec.problems.uses(base / str(secret_file)), algorithm)
             )
         except keys.KeyProblem as exc:
             sec.error("secret_env" if secret_env else "secret_file", str(exc))
             return None
-        return keys.KeySet(algorithm=alg, signing_key=secret, verification_keys=(secret,))
+        return secret, [secret]
     for n in ("secret_env", "secret_file"):
         if n in given:
             sec.error(n, f"{algorithm} uses private_key_file and/or public_key_files, not {n}")
@@ -318,20 +385,20 @@ def _key_set(sec: Section, base: Path, algorithm: str) -> keys.KeySet | None:
     verifiers: list[Any] = []
     if private_file:
         try:
-            signing = keys.private_key(base / private_file, algorithm)
+            signing = keys.private_key(sec.problems.uses(base / private_file), algorithm)
             verifiers.append(signing.public_key())
         except keys.KeyProblem as exc:
             sec.error("private_key_file", str(exc))
             ok = False
     for item in public_files or ():
         try:
-            verifiers.append(keys.public_key(base / item, algorithm))
+            verifiers.append(keys.public_key(sec.problems.uses(base / item), algorithm))
         except keys.KeyProblem as exc:
             sec.error("public_key_files", str(exc))
             ok = False
     if not ok:
         return None
-    return keys.KeySet(algorithm=alg, signing_key=signing, verification_keys=tuple(verifiers))
+    return signing, verifiers
 
 
 def _cookies(sec: Section) -> CookiesConfig:
@@ -403,7 +470,7 @@ def _store_password(top: Section, base: Path) -> keys.Secret | None:
         if env:
             return keys.plain_secret_from_env(env)
         if file:
-            return keys.plain_secret_from_file(base / file)
+            return keys.plain_secret_from_file(top.problems.uses(base / file))
     except keys.KeyProblem as exc:
         top.error("store_password_env" if env else "store_password_file", str(exc))
     return None
@@ -431,7 +498,7 @@ def _login(sec: Section, base: Path) -> LoginConfig:
         sec.error("verify_url", "a password never goes in the YAML; the URL must not carry one")
     files: dict[str, Path | None] = {}
     for key, name in (("users_file", users_file), ("template", template)):
-        files[key] = base / name if name else None
+        files[key] = sec.problems.uses(base / name) if name else None
         if name and not (base / name).is_file():
             sec.error(key, f"file not found: {base / name}")
             files[key] = None
@@ -546,10 +613,30 @@ def _assertion(top: Section, base: Path) -> AssertionConfig | None:
     if not _TOKEN_CHARS.match(header) or header.lower() in _HEADER_RESERVED:
         sec.error("header", f"{header!r} cannot be used as the assertion header")
     key_file = (
-        sec.text("private_key_file") if sec.required("private_key_file", "a PEM file") else ""
+        sec.text("private_key_file")
+        if sec.required("private_key_file", "a PEM file with a P-256 EC or Ed25519 private key")
+        else ""
     )
     ttl = sec.duration("ttl", 30, minimum=1)
+    previous = []
+    for item in sec.text_list("previous_public_key_files") or ():
+        try:
+            previous.append(keys.assertion_key(sec.problems.uses(base / item), private=False)[0])
+        except keys.KeyProblem as exc:
+            sec.error("previous_public_key_files", str(exc))
     sec.finish()
-    if key_file and not (base / key_file).is_file():
-        sec.error("private_key_file", f"file not found: {base / key_file}")
-    return AssertionConfig(header=header, private_key_file=base / key_file, ttl=ttl)
+    if not key_file:
+        return None
+    try:
+        key, algorithm = keys.assertion_key(sec.problems.uses(base / key_file), private=True)
+    except keys.KeyProblem as exc:
+        sec.error("private_key_file", str(exc))
+        return None
+    return AssertionConfig(
+        header=header,
+        private_key_file=base / key_file,
+        private_key=key,
+        algorithm=algorithm,
+        ttl=ttl,
+        previous_public_keys=tuple(previous),
+    )

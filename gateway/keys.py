@@ -37,13 +37,27 @@ class Secret:
     __str__ = __repr__
 
 
+@dataclass(frozen=True, slots=True)
+class VerificationKey:
+    """A key that verifies, pinned to its one algorithm; `kid` names it in a JWT header."""
+
+    key: Any  # Secret for HMAC, a public key object otherwise
+    algorithm: Algorithm
+    kid: str | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeySet:
-    """What tokens.py needs: the one algorithm and the keys for it."""
+    """What tokens.py needs: the signing key and every key that still verifies.
 
-    algorithm: Algorithm
+    During a key rotation `verification_keys` holds the previous keys too, each
+    with its own algorithm: a kid selects a key, never an algorithm.
+    """
+
+    algorithm: Algorithm  # of the signing key
     signing_key: Any  # Secret bytes for HMAC, a private key object otherwise; None = verify only
-    verification_keys: tuple[Any, ...]
+    verification_keys: tuple[VerificationKey, ...]
+    kid: str | None = None  # written in the header of every token signed
 
     @property
     def is_hmac(self) -> bool:
@@ -117,6 +131,13 @@ def public_key(path: Path, algorithm: str) -> Any:
 
 
 def _load_pem(path: Path, algorithm: str, *, private: bool) -> Any:
+    key = _read_pem(path, private=private)
+    if not _key_kind_ok(algorithm, key):
+        raise KeyProblem(f"{path}: {algorithm} needs {_KIND[algorithm]}")
+    return key
+
+
+def _read_pem(path: Path, *, private: bool) -> Any:
     what = "an unencrypted PEM private key" if private else "a PEM public key"
     try:
         data = path.read_bytes()
@@ -129,6 +150,18 @@ def _load_pem(path: Path, algorithm: str, *, private: bool) -> Any:
         raise KeyProblem(f"cannot read {path}: {exc.strerror}") from None
     except (ValueError, TypeError):
         raise KeyProblem(f"{path} is not {what}") from None
-    if not _key_kind_ok(algorithm, key):
-        raise KeyProblem(f"{path}: {algorithm} needs {_KIND[algorithm]}")
     return key
+
+
+def assertion_key(path: Path, *, private: bool) -> tuple[Any, Literal["ES256", "EdDSA"]]:
+    """An identity-assertion key and the algorithm its type implies (no HMAC, no RSA).
+
+    Upstreams verify with the public half only, which is the point: a shared secret
+    would let anyone who can verify also forge.
+    """
+    key = _read_pem(path, private=private)
+    if _key_kind_ok("ES256", key):
+        return key, "ES256"
+    if _key_kind_ok("EdDSA", key):
+        return key, "EdDSA"
+    raise KeyProblem(f"{path}: identity_assertion needs a P-256 EC key (ES256) or Ed25519 (EdDSA)")

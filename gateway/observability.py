@@ -37,6 +37,14 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+async def jwks(request: web.Request) -> web.Response:
+    """The identity assertion's public keys, for upstreams that verify instead of trusting."""
+    asserter = request.app[RUNTIME].snapshot.asserter
+    if asserter is None:
+        raise web.HTTPNotFound(text="identity_assertion is not configured\n")
+    return web.json_response(asserter.jwks, headers={"Cache-Control": "max-age=300"})
+
+
 def _loopback_only(request: web.Request) -> None:
     try:
         loopback = ipaddress.ip_address(request.remote or "").is_loopback
@@ -80,6 +88,7 @@ def create_admin_app(runtime: Runtime) -> web.Application:
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/.well-known/jwks.json", jwks)
     app.router.add_get("/sessions", list_sessions)
     app.router.add_post("/sessions/revoke", revoke)
     return app

@@ -157,6 +157,9 @@ async def _handle(
         drop_authorization=identity.bearer and identity.principal is not None,
         proto=forwarded_proto(request, config.trusted_proxies),
     )
+    if snapshot.asserter is not None and identity.principal is not None:
+        assertion = snapshot.asserter.sign(identity.principal, request.method, path, time.time())
+        headers.append((snapshot.asserter.header, assertion))
     url = URL(snapshot.upstream_base + path + ("?" + query if query else ""), encoded=True)
     extra: proxy.Headers = [("X-Request-Id", request_id)]
     if set_cookies:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import hdrs, web
 
+from .assertion import Asserter
 from .config import Config
 from .credentials import UsersFile, VerifyUrl
 from .loginpage import LoginPage
@@ -33,6 +34,7 @@ class Snapshot:
     credentials: UsersFile | VerifyUrl | None  # None: no sign-in here, tokens come from elsewhere
     login_page: LoginPage | None
     ws_recheck: float  # how often an open WebSocket re-checks that its session is alive
+    asserter: Asserter | None  # signs X-User-Assertion when identity_assertion is configured
 
     @classmethod
     def build(cls, config: Config, store: Store) -> Snapshot:
@@ -61,6 +63,11 @@ class Snapshot:
             login_page=LoginPage(login.template) if credentials is not None else None,
             # within 30 s of a logout, and well within a short access TTL
             ws_recheck=min(10.0, max(0.5, tokens.access_ttl / 4)),
+            asserter=(
+                Asserter(config.identity_assertion, issuer=tokens.issuer, audience=tokens.audience)
+                if config.identity_assertion is not None
+                else None
+            ),
         )
 
 

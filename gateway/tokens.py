@@ -56,8 +56,11 @@ class Verifier:
         cache_size: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._algorithms = [key_set.algorithm]
-        self._keys = [k.reveal() if isinstance(k, Secret) else k for k in key_set.verification_keys]
+        self._keys: list[tuple[Any, list[str], str | None]] = [
+            (k.key.reveal() if isinstance(k.key, Secret) else k.key, [k.algorithm], k.kid)
+            for k in key_set.verification_keys
+        ]
+        self._by_kid = {e[2]: [e] for e in self._keys if e[2] is not None}
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
@@ -98,13 +101,22 @@ class Verifier:
     def _decode(self, token: str, expected_type: str) -> Principal:
         if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
             raise TokenInvalid("malformed token")
+        candidates = self._keys
+        if self._by_kid:
+            # a kid naming one of our keys selects it; otherwise every key is tried (tokens
+            # minted before kids were configured have none). Each key keeps its algorithm.
+            try:
+                kid = jwt.get_unverified_header(token).get("kid")
+            except jwt.PyJWTError:
+                raise TokenInvalid("malformed token") from None
+            candidates = self._by_kid.get(kid, candidates) if isinstance(kid, str) else candidates
         last: Exception | None = None
-        for key in self._keys:
+        for key, algorithms, _ in candidates:
             try:
                 claims = jwt.decode(
                     token,
                     key,
-                    algorithms=self._algorithms,
+                    algorithms=algorithms,
                     audience=self._audience,
                     issuer=self._issuer,
                     leeway=self._leeway,
@@ -113,7 +125,7 @@ class Verifier:
                 break
             except jwt.ExpiredSignatureError:
                 raise TokenExpired("token expired") from None
-            except jwt.InvalidSignatureError as exc:
+            except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError) as exc:
                 last = exc  # maybe signed with another of the configured keys
             except jwt.PyJWTError as exc:
                 raise TokenInvalid(type(exc).__name__) from None
@@ -163,6 +175,7 @@ class Issuer:
         key = key_set.signing_key
         self._key = key.reveal() if isinstance(key, Secret) else key
         self._algorithm = key_set.algorithm
+        self._headers = {"kid": key_set.kid} if key_set.kid else None
         self._issuer = issuer
         self._audience = audience
         self.access_ttl = access_ttl
@@ -203,7 +216,8 @@ class Issuer:
             fam=family,
             **{TYPE_CLAIM: kind},
         )
-        return jwt.encode(payload, self._key, algorithm=self._algorithm), payload
+        token = jwt.encode(payload, self._key, algorithm=self._algorithm, headers=self._headers)
+        return token, payload
 
 
 def new_id() -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -24,11 +25,20 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 class Problems:
-    """Collects problems for one file; raises them all together at the end."""
+    """Collects problems for one file; raises them all together at the end.
+
+    Also notes every other file the config names (users file, keys, template):
+    a change to any of them is a reason to reload.
+    """
 
     def __init__(self, file: str) -> None:
         self.file = file
         self.items: list[ConfigProblem] = []
+        self.files: list[Path] = []
+
+    def uses(self, path: Path) -> Path:
+        self.files.append(path)
+        return path
 
     def add(self, node: yaml.Node | None, key: str, message: str) -> None:
         line, col = (node.start_mark.line + 1, node.start_mark.column + 1) if node else (1, 1)

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.errors import TokenExpired, TokenInvalid
-from gateway.keys import KeySet, Secret
+from gateway.keys import KeySet, Secret, VerificationKey
 from gateway.tokens import Verifier
 from tests.conftest import GatewayFactory, gateway_client, mint, received
 
@@ -122,7 +122,9 @@ async def test_valid_token_passes_with_leeway(make_gateway: GatewayFactory, secr
 def _verifier(clock: list[float]) -> tuple[Verifier, bytes]:
     secret = b"s" * 40
     keys = KeySet(
-        algorithm="HS256", signing_key=Secret(secret), verification_keys=(Secret(secret),)
+        algorithm="HS256",
+        signing_key=Secret(secret),
+        verification_keys=(VerificationKey(Secret(secret), "HS256"),),
     )
     verifier = Verifier(
         keys, issuer="gateway", audience="upstream", leeway=0, cache_size=2, clock=lambda: clock[0]
@@ -182,7 +184,9 @@ async def test_64kb_cookie_gets_a_short_400_not_a_traceback(
 def test_cache_can_be_turned_off() -> None:
     secret = b"s" * 40
     keys = KeySet(
-        algorithm="HS256", signing_key=Secret(secret), verification_keys=(Secret(secret),)
+        algorithm="HS256",
+        signing_key=Secret(secret),
+        verification_keys=(VerificationKey(Secret(secret), "HS256"),),
     )
     verifier = Verifier(keys, issuer="gateway", audience="upstream", leeway=0, cache_size=0)
     token = mint(secret)
