@@ -88,7 +88,7 @@ def _none_of(*names: str) -> Schema:
 
 
 def _none_of_both(a: str, b: str) -> Schema:
-    return {"not": _required(a, b)}
+    return {"not": {"type": "object", **_required(a, b)}}  # null is fine too
 
 
 def _ci_pattern(words: tuple[str, ...]) -> str:
