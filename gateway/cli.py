@@ -99,6 +99,7 @@ def _serve(path: str) -> int:
     from .server import run
 
     logs.setup()
+    logs.set_level(config.log_level)
     for warning in config.warnings:
         logging.getLogger("gateway.config").warning(warning)
     try:

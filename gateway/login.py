@@ -20,7 +20,7 @@ from urllib.parse import unquote
 import aiohttp
 from aiohttp import hdrs, web
 
-from . import cookies, responses
+from . import cookies, metrics, responses
 from .clientaddr import client_address
 from .credentials import MAX_FIELD, CredentialsUnavailable
 from .errors import TokenError
@@ -110,6 +110,7 @@ async def _sign_in(
     )
     wait = await sessions.store.throttled(username, address, limits)
     if wait > 0:
+        metrics.LOGINS.labels("throttled").inc()
         security.warning(
             "login throttled", extra={"event": "login_throttled", "user": username[:128]}
         )
@@ -118,12 +119,14 @@ async def _sign_in(
     try:
         claims = await snapshot.credentials.check(username, password, client)
     except CredentialsUnavailable as exc:
+        metrics.LOGINS.labels("unavailable").inc()
         security.error(
             "verify_url failed; login refused", extra={"event": "verify_failed", "why": str(exc)}
         )
         return Result(responses.service_unavailable(request), "login_unavailable")
     if claims is None:
         await sessions.store.record_failure(username, address, limits)
+        metrics.LOGINS.labels("failure").inc()
         security.warning(
             "login failed",
             extra={"event": "login_failed", "user": username[:128], "client": address},
@@ -133,12 +136,14 @@ async def _sign_in(
     try:
         issued = await sessions.start(claims, address, request.headers.get(hdrs.USER_AGENT, ""))
     except TokenError as exc:  # claims from verify_url that do not make a valid token
+        metrics.LOGINS.labels("unavailable").inc()
         security.error(
             "sign-in refused: the user's claims do not fit a token",
             extra={"event": "verify_failed", "why": str(exc)},
         )
         return Result(responses.service_unavailable(request), "login_unavailable")
     subject = issued.principal.subject
+    metrics.LOGINS.labels("success").inc()
     security.info("login", extra={"event": "login", "user": subject, "client": address})
     response = web.Response(status=303, headers={hdrs.LOCATION: next_path})
     response.headers[hdrs.CACHE_CONTROL] = "no-store"
@@ -157,6 +162,9 @@ async def _logout(request: web.BaseRequest, snapshot: Snapshot) -> Result:
     elif cross_site(request, config.cookies.domain):
         return Result(responses.forbidden(request), "cross_site")
     user = await snapshot.sessions.end(request)
+    if user is not None:
+        metrics.LOGOUTS.inc()
+        security.info("logout", extra={"event": "logout", "user": user})
     response = web.Response(status=303, headers={hdrs.LOCATION: config.login.path})
     response.headers[hdrs.CACHE_CONTROL] = "no-store"
     for name, value in cookies.clearing_cookies(config.cookies):

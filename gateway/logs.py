@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
-from typing import Any, TextIO
+from contextvars import ContextVar
+from typing import Any
 
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+"""The request being handled: set by the pipeline, read by every log line it causes."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,6 +27,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            "request_id": REQUEST_ID.get(),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD:
@@ -32,21 +38,74 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, separators=(",", ":"))
 
 
-_access_sink: TextIO | None = None
+class LineSink:
+    """Whole lines to a file descriptor, in writes of at most PIPE_BUF bytes.
+
+    With `workers: N` several processes share one stdout pipe. A write of up to
+    PIPE_BUF bytes to a pipe is atomic, so lines never interleave mid-line, which
+    a plain buffered stream (flushing 8 KiB wherever it ends) cannot promise.
+    Lines are ASCII (every string is JSON-escaped), so characters are bytes.
+    """
+
+    LIMIT = 4096  # PIPE_BUF on Linux
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._parts: list[str] = []
+        self._size = 0
+
+    def write(self, line: str) -> None:
+        if self._size + len(line) > self.LIMIT:
+            self.flush()
+        self._parts.append(line)
+        self._size += len(line)
+
+    def flush(self) -> None:
+        if not self._parts:
+            return
+        data = memoryview("".join(self._parts).encode("ascii", "backslashreplace"))
+        self._parts.clear()
+        self._size = 0
+        while data:
+            data = data[os.write(self._fd, data) :]
+
+
+class _SinkHandler(logging.Handler):
+    """Event records through the same sink as access lines, so the order of lines holds."""
+
+    def __init__(self, sink: LineSink) -> None:
+        super().__init__()
+        self._sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._sink.write(self.format(record) + "\n")
+            self._sink.flush()  # events are rare and matter: never left in a buffer
+        except Exception:  # logging must never take the request down
+            self.handleError(record)
+
+
+_access_sink: LineSink | None = None
 _q = json.encoder.encode_basestring_ascii  # a JSON string literal, escaped, quotes included
 _second: tuple[int, str] = (0, "")
 
 
+def set_level(name: str) -> None:
+    """`log_level` from the config; a reload may change it."""
+    logging.getLogger().setLevel(name.upper())
+
+
 def setup(level: int = logging.INFO) -> None:
     global _access_sink
-    handler = logging.StreamHandler(sys.stdout)
+    sys.stdout.flush()
+    _access_sink = LineSink(sys.stdout.fileno())
+    handler = _SinkHandler(_access_sink)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # aiohttp's own access log would duplicate ours, in another format
     logging.getLogger("aiohttp.access").disabled = True
-    _access_sink = sys.stdout
 
 
 def flush() -> None:

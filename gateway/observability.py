@@ -16,6 +16,7 @@ from dataclasses import asdict
 
 from aiohttp import web
 
+from . import metrics
 from .runtime import RUNTIME, Runtime
 from .store import StoreUnavailable
 
@@ -35,6 +36,13 @@ async def readyz(request: web.Request) -> web.Response:
     except StoreUnavailable:
         return web.json_response({"status": "store unavailable"}, status=503)
     return web.json_response({"status": "ready"})
+
+
+async def metrics_text(request: web.Request) -> web.Response:
+    body, content_type = metrics.exposition(request.app[RUNTIME].workers_directory)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type  # carries its own version parameter
+    return response
 
 
 async def jwks(request: web.Request) -> web.Response:
@@ -88,6 +96,7 @@ def create_admin_app(runtime: Runtime) -> web.Application:
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_text)
     app.router.add_get("/.well-known/jwks.json", jwks)
     app.router.add_get("/sessions", list_sessions)
     app.router.add_post("/sessions/revoke", revoke)

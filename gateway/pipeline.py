@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import hdrs, web
 from yarl import URL
 
-from . import login, logs, proxy, responses
+from . import login, logs, metrics, proxy, responses
 from .auth import NOBODY, Decision, cookie_value, decide, identify
 from .clientaddr import forwarded_proto
 from .errors import BadPath
@@ -51,6 +51,7 @@ def make_handler(runtime: Runtime) -> Handler:
             else f"{_ID_PREFIX}{next(_id_counter):016x}"
         )
         outcome = _Outcome()
+        logs.REQUEST_ID.set(request_id)  # on every log line this request causes
         try:
             return await _handle(request, runtime, snapshot, request_id, outcome)
         except StoreUnavailable as exc:
@@ -59,17 +60,20 @@ def make_handler(runtime: Runtime) -> Handler:
             outcome.decision = "store_unavailable"
             return _own(responses.service_unavailable(request), request_id, outcome)
         finally:
+            duration = time.perf_counter() - started
             logs.access(
                 request_id=request_id,
                 method=request.method,
                 path=outcome.path or request.path,
                 status=outcome.status,
-                duration=time.perf_counter() - started,
+                duration=duration,
                 user=outcome.user,
                 route=outcome.route,
                 decision=outcome.decision,
                 upstream_status=outcome.upstream_status,
             )
+            metrics.request_done(outcome.route or "(gateway)", outcome.decision, duration)
+            logs.REQUEST_ID.set(None)
 
     return handle
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import hdrs, web
 
+from . import metrics
 from .assertion import Asserter
 from .config import Config
 from .credentials import UsersFile, VerifyUrl
@@ -76,9 +77,11 @@ class Runtime:
 
     def __init__(self, config: Config) -> None:
         password = config.store_password.reveal().decode() if config.store_password else None
-        self.store = open_store(config.store, config.store_timeout, password)
+        self.store = metrics.measured(open_store(config.store, config.store_timeout, password))
         self.snapshot = Snapshot.build(config, self.store)
         self._client: aiohttp.ClientSession | None = None
+        self.draining = False  # SIGTERM received: /readyz says 503 so traffic moves elsewhere
+        self.workers_directory: str | None = None  # a supervisor: where its workers' metrics are
 
     @property
     def client(self) -> aiohttp.ClientSession:

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from . import cookies
+from . import cookies, metrics
 from .auth import Identity, cookie_value
 from .clientaddr import client_address
 from .config import Config
@@ -129,9 +129,11 @@ class Sessions:
         try:
             old = self._verifier.verify(token, REFRESH)
         except TokenError:
+            metrics.REFRESHES.labels("invalid").inc()
             return None
         family, jti = old.claims.get("fam"), old.claims.get("jti")
         if not isinstance(family, str) or not isinstance(jti, str):
+            metrics.REFRESHES.labels("invalid").inc()
             return None
         subject = old.subject
         claims: Mapping[str, Any] = _user_claims(old.claims)
@@ -143,6 +145,7 @@ class Sessions:
                     "refresh refused: user removed or disabled",
                     extra={"event": "refresh_user_gone", "user": subject},
                 )
+                metrics.REFRESHES.labels("user_gone").inc()
                 return None
             claims = current
         now = time.time()
@@ -159,7 +162,9 @@ class Sessions:
             user_agent=user_agent,
             revoked_for=self._deny_for,
         )
+        metrics.REFRESHES.labels(rotation.outcome).inc()
         if rotation.outcome == "reuse":
+            metrics.REUSE.inc()
             security.warning(
                 "refresh token reused after rotation: session revoked",
                 extra={"event": "refresh_reuse", "user": subject, "client": client},
@@ -200,7 +205,13 @@ class Sessions:
         return next(iter(found.values()), None)
 
     async def revoke_user(self, subject: str) -> int:
-        return await self.store.revoke_user(subject, time.time(), self._deny_for)
+        ended = await self.store.revoke_user(subject, time.time(), self._deny_for)
+        metrics.REVOCATIONS.inc()
+        security.warning(
+            "user revoked: every session ended",
+            extra={"event": "revoke", "user": subject, "sessions": ended},
+        )
+        return ended
 
     def _issue(
         self,

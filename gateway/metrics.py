@@ -1,0 +1,188 @@
+"""Prometheus metrics, served on the admin listener.
+
+One registry of our own (never the global one, so importing a library cannot
+add series to /metrics). Label values come from the config (route labels) or
+from fixed lists in code (decisions, results, store operations), never from a
+request, so the number of series stays bounded whatever clients send.
+
+With `workers: N` each worker writes its values to files in the directory the
+supervisor names in PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess
+mode), and the supervisor's /metrics adds them up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.metrics_core import Metric
+
+from .store import Store, StoreUnavailable
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
+
+REQUESTS = Counter(
+    "gateway_requests",
+    "Requests answered, by route (the config's label for it) and auth decision.",
+    ["route", "decision"],
+    registry=REGISTRY,
+)
+REQUEST_SECONDS = Histogram(
+    "gateway_request_duration_seconds",
+    "Time from request to response headers (streamed bodies not included), by route.",
+    ["route"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+REFRESHES = Counter(
+    "gateway_refreshes",
+    "Refresh token presentations, by result: rotated, grace (a racing request got the same"
+    " successor), reuse, missing (no such session), invalid, user_gone.",
+    ["result"],
+    registry=REGISTRY,
+)
+REUSE = Counter(
+    "gateway_refresh_reuse",
+    "Refresh tokens presented again after the grace window: the session was revoked.",
+    registry=REGISTRY,
+)
+LOGINS = Counter(
+    "gateway_logins",
+    "Sign-in attempts, by result: success, failure, throttled, unavailable.",
+    ["result"],
+    registry=REGISTRY,
+)
+LOGOUTS = Counter("gateway_logouts", "Sessions ended by logout.", registry=REGISTRY)
+REVOCATIONS = Counter(
+    "gateway_revocations", "Users revoked (gateway revoke / the admin endpoint).", registry=REGISTRY
+)
+RELOADS = Counter(
+    "gateway_config_reloads",
+    "Config reloads, by result: success, failure (invalid, old config kept), restart_required.",
+    ["result"],
+    registry=REGISTRY,
+)
+LAST_RELOAD_OK = Gauge(
+    "gateway_config_last_reload_successful",
+    "1 when the last reload attempt was applied (or none was made), 0 when it was refused.",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+STORE_ERRORS = Counter(
+    "gateway_store_errors",
+    "Store calls that failed or timed out (the request failed closed with 503).",
+    ["operation"],
+    registry=REGISTRY,
+)
+STORE_SECONDS = Histogram(
+    "gateway_store_duration_seconds",
+    "Store call latency, by operation.",
+    ["operation"],
+    buckets=_STORE_BUCKETS,
+    registry=REGISTRY,
+)
+WORKERS = Gauge(
+    "gateway_workers",
+    "Worker processes running (workers: N).",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+
+LAST_RELOAD_OK.set(1)
+
+_request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
+def request_done(route: str, decision: str, seconds: float) -> None:
+    """On every request: label lookups cached, since prometheus-client's take a lock."""
+    children = _request_children.get((route, decision))
+    if children is None:
+        children = (REQUESTS.labels(route, decision), REQUEST_SECONDS.labels(route))
+        _request_children[(route, decision)] = children
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+# Counted by the supervisor itself when there are workers (it decides reloads and restarts
+# workers); the workers' files may hold zero-valued copies, which are left out.
+_SUPERVISOR_OWNED = (RELOADS, LAST_RELOAD_OK, WORKERS)
+
+
+class _Workers:
+    """Every worker's values from the multiprocess directory, plus the supervisor's own."""
+
+    def __init__(self, directory: str) -> None:
+        self._files = multiprocess.MultiProcessCollector(None, path=directory)  # type: ignore[no-untyped-call]
+        self._owned = {f.name for m in _SUPERVISOR_OWNED for f in m.collect()}
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._files.collect():  # type: ignore[no-untyped-call]
+            if family.name not in self._owned:
+                yield family
+        for metric in _SUPERVISOR_OWNED:
+            yield from metric.collect()
+
+
+def exposition(workers_directory: str | None = None) -> tuple[bytes, str]:
+    """The text for /metrics: this process's registry, or every worker's under a supervisor."""
+    if workers_directory is None:
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    combined = CollectorRegistry(auto_describe=False)
+    combined.register(_Workers(workers_directory))
+    return generate_latest(combined), CONTENT_TYPE_LATEST
+
+
+_OPERATIONS = (
+    "access_revoked", "create_family", "rotate", "end_family", "revoke_user", "sessions",
+    "throttled", "record_failure", "clear_failures", "ping",
+)  # fmt: skip
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def measured(store: Store) -> Store:
+    """The same store, each call timed and each failure counted by operation."""
+    return cast(Store, _Measured(store))
+
+
+class _Measured:
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+        for name in _OPERATIONS:
+            setattr(self, name, _timed(name, getattr(inner, name)))
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _timed(name: str, call: F) -> F:
+    seconds = STORE_SECONDS.labels(name)
+    errors = STORE_ERRORS.labels(name)
+
+    @wraps(call)
+    async def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await call(*args, **kwargs)
+        except StoreUnavailable:
+            errors.inc()
+            raise
+        finally:
+            seconds.observe(time.perf_counter() - started)
+
+    return cast(F, timed)
