@@ -184,7 +184,8 @@ def configs_in(text: str) -> Iterator[Any]:
 
 def shipped_configs() -> list[Any]:
     found = []
-    for path in sorted([ROOT / "config.yaml", *ROOT.glob("deploy/**/*.y*ml")]):
+    files = [ROOT / "config.yaml", *ROOT.glob("deploy/**/*.y*ml"), *ROOT.glob("docs/**/*.y*ml")]
+    for path in sorted(files):
         for i, doc in enumerate(configs_in(path.read_text())):
             found.append(pytest.param(doc, id=f"{path.relative_to(ROOT)}#{i}"))
     return found
@@ -199,7 +200,7 @@ def doc_examples() -> list[Any]:
     """```yaml blocks of the docs that are configs or pieces of one (users files skipped)."""
     top, route = set(SCHEMA["properties"]), set(subschema("routes[]")["properties"])
     found = []
-    for path in sorted([ROOT / "README.md", *ROOT.glob("docs/*.md")]):
+    for path in sorted([ROOT / "README.md", *ROOT.glob("docs/**/*.md")]):
         if not path.is_file():
             continue
         text = path.read_text()
@@ -440,3 +441,21 @@ def test_defaults_match_the_config(tmp_path: Path, secret: str) -> None:
         assert value == default, leaf
         checked.append(leaf)
     assert "tokens.access_ttl" in checked and "identity_assertion.ttl" in checked
+
+
+def test_the_complete_example_of_the_reference_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    for heading in ("## A complete example", "The smallest valid file is:"):
+        block = re.search(r"```yaml\n(.*?)```", text[text.index(heading) :], re.S)
+        assert block is not None, heading
+        (tmp_path / "users.yaml").write_text("")
+        (tmp_path / "secrets").mkdir(exist_ok=True)
+        pem_ec_key(tmp_path / "secrets" / "assertion.pem")
+        for name in ("JWT_SECRET", "JWT_SECRET_2025", "REDIS_PASSWORD"):
+            monkeypatch.setenv(name, f"{name.lower()}-" + "x" * 32)
+        path = tmp_path / "config.yaml"
+        path.write_text(block.group(1))
+        assert load(path).warnings == ()
+        assert schema_problems(yaml.safe_load(block.group(1))) == set()
