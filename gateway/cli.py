@@ -83,9 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _explain(path, args.method, args.path, args.token)
 
 
-def _load_or_report(path: str, prefix: str = "") -> Config | None:
+def _load_or_report(path: str, prefix: str = "", text: str | None = None) -> Config | None:
     try:
-        return load(path)
+        return load(path, text)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"{prefix}{problem}", file=sys.stderr)
@@ -93,17 +93,21 @@ def _load_or_report(path: str, prefix: str = "") -> Config | None:
 
 
 def _serve(path: str) -> int:
-    config = _load_or_report(path, prefix="gateway: invalid config: ")
+    from .server import run
+    from .supervisor import worker_role
+
+    worker = worker_role()
+    text = worker.config_file.read_text(encoding="utf-8") if worker else None
+    config = _load_or_report(path, prefix="gateway: invalid config: ", text=text)
     if config is None:
         return EXIT_USAGE
-    from .server import run
 
     logs.setup()
     logs.set_level(config.log_level)
-    for warning in config.warnings:
+    for warning in config.warnings if worker is None else ():  # the supervisor says them
         logging.getLogger("gateway.config").warning(warning)
     try:
-        run(config)
+        run(config, worker)
     except OSError as exc:
         print(f"gateway: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -115,6 +115,7 @@ class AssertionConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     source: Path
+    text: str  # what `source` held when this config was built
     upstream: URL
     listen: Listen = Listen("0.0.0.0", 8080)  # noqa: S104 - the public listener is meant to be public
     admin_listen: Listen = Listen("127.0.0.1", 9090)
@@ -144,23 +145,30 @@ DEFAULT_IDENTITY_HEADERS = (
 )
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate a config file. Raises ConfigError with every problem found."""
+def load(path: str | Path, text: str | None = None) -> Config:
+    """Read and validate a config file. Raises ConfigError with every problem found.
+
+    `text`, when given, is used instead of the file's current content (a worker
+    starts from the exact text its supervisor validated); relative paths in it
+    still resolve against the file's directory.
+    """
     source = Path(path)
     problems = Problems(str(path))
     try:
-        text = source.read_text(encoding="utf-8")
+        if text is None:
+            text = source.read_text(encoding="utf-8")
     except OSError as exc:
         problems.add(None, "(file)", f"cannot read the config file: {exc.strerror}")
         problems.raise_if_any()
     except UnicodeDecodeError:
         problems.add(None, "(file)", "the config file is not UTF-8 text")
         problems.raise_if_any()
+    assert text is not None  # noqa: S101 - raise_if_any raised otherwise
     node, loader = compose(text, problems)
     problems.raise_if_any()
     top = Section(node, "", problems, loader)
     base = source.resolve().parent
-    config = _build(top, base, source)
+    config = _build(top, base, source, text)
     top.finish()
     problems.raise_if_any()
     if config is None:  # every section built without a problem builds a Config; fail closed anyway
@@ -168,7 +176,7 @@ def load(path: str | Path) -> Config:
     return config
 
 
-def _build(top: Section, base: Path, source: Path) -> Config | None:
+def _build(top: Section, base: Path, source: Path, text: str) -> Config | None:
     upstream = _upstream(top)
     listen = _listen(top, "listen", Listen("0.0.0.0", 8080))  # noqa: S104
     admin = _listen(top, "admin_listen", Listen("127.0.0.1", 9090))
@@ -205,6 +213,7 @@ def _build(top: Section, base: Path, source: Path) -> Config | None:
         return None
     return Config(
         source=source,
+        text=text,
         upstream=upstream,
         listen=listen,
         admin_listen=admin,

@@ -29,7 +29,12 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """A valid config is loaded, the upstream client is open and the store answers."""
     runtime = request.app[RUNTIME]
-    if not runtime.has_client:
+    if runtime.draining:
+        return web.json_response({"status": "draining"}, status=503)
+    starting = not runtime.has_client
+    if runtime.workers_ready is not None:  # a supervisor: ready when every worker is
+        starting = not runtime.workers_ready()
+    if starting:
         return web.json_response({"status": "starting"}, status=503)
     try:
         await runtime.store.ping()

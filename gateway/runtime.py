@@ -7,6 +7,7 @@ consistently to the end, even if a reload lands meanwhile.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -82,6 +83,7 @@ class Runtime:
         self._client: aiohttp.ClientSession | None = None
         self.draining = False  # SIGTERM received: /readyz says 503 so traffic moves elsewhere
         self.workers_directory: str | None = None  # a supervisor: where its workers' metrics are
+        self.workers_ready: Callable[[], bool] | None = None  # a supervisor: all workers up?
 
     @property
     def client(self) -> aiohttp.ClientSession:
