@@ -39,7 +39,9 @@ FILE_KEYS = (
     ("login", "users_file"),
     ("login", "template"),
     ("identity_assertion", "private_key_file"),
+    ("identity_assertion", "previous_public_key_files"),
 )
+PREVIOUS_KEY_FILES = ("secret_file", "public_key_file")  # in each tokens.previous_keys item
 Doc = dict[str, Any]
 
 
@@ -101,6 +103,10 @@ class Deployed:
             value = (self.raw.get(section) or {}).get(key) if section else self.raw.get(key)
             for path in value if isinstance(value, list) else [value] if value else []:
                 refs.append((f"{section}.{key}".lstrip("."), str(path)))
+        for i, item in enumerate(self.raw["tokens"].get("previous_keys") or []):
+            for key in PREVIOUS_KEY_FILES:
+                if item.get(key):
+                    refs.append((f"tokens.previous_keys[{i}].{key}", str(item[key])))
         return refs
 
     def env_source(self, name: str) -> Doc:
@@ -108,6 +114,14 @@ class Deployed:
         assert len(entries) == 1, f"the gateway container's env has no {name}"
         entry: Doc = entries[0]
         return entry
+
+
+def env_names(raw: dict[str, Any]) -> list[str]:
+    """Every environment variable the config reads."""
+    tokens = raw["tokens"]
+    names = [tokens.get("secret_env"), raw.get("store_password_env")]
+    names += [item.get("secret_env") for item in tokens.get("previous_keys") or []]
+    return [name for name in names if name]
 
 
 def gateway_deployment(docs: list[Doc]) -> Doc:
@@ -204,9 +218,8 @@ def deploy(
     assert config_path(gateway) in files, "the config file is not on a mounted volume"
     raw = yaml.safe_load(files[config_path(gateway)])
     # only what the container gets: nothing from the environment running the tests
-    for name in (raw["tokens"].get("secret_env"), raw.get("store_password_env")):
-        if name:
-            monkeypatch.delenv(name, raising=False)
+    for name in env_names(raw):
+        monkeypatch.delenv(name, raising=False)
     for name, value in container_env(docs, gateway, secret_value).items():
         monkeypatch.setenv(name, value)
     config = load(root / config_path(gateway).lstrip("/"))
@@ -274,6 +287,10 @@ def test_probes_ask_healthz_and_readyz_on_the_admin_port(deployed: Deployed) -> 
         assert check["path"] == path, probe
         port = port_number(deployed.gateway, check["port"])
         assert port == deployed.config.admin_listen.port, probe
+    annotations = deployed.deployment["spec"]["template"]["metadata"].get("annotations", {})
+    if "prometheus.io/port" in annotations:
+        assert int(annotations["prometheus.io/port"]) == deployed.config.admin_listen.port
+        assert annotations.get("prometheus.io/path", "/metrics") == "/metrics"
 
 
 def test_service_targets_the_gateway_listen_port_never_the_app(deployed: Deployed) -> None:
@@ -293,8 +310,7 @@ def test_service_targets_the_gateway_listen_port_never_the_app(deployed: Deploye
 
 
 def test_env_vars_the_config_names_come_from_secrets(deployed: Deployed) -> None:
-    names = [deployed.raw["tokens"].get("secret_env"), deployed.raw.get("store_password_env")]
-    for name in filter(None, names):
+    for name in env_names(deployed.raw):
         ref = deployed.env_source(name).get("valueFrom", {}).get("secretKeyRef")
         assert ref, f"{name}: a secret belongs in a Secret, not in a plain env value"
         assert ref["key"] in secret_keys(find(deployed.docs, "Secret", ref["name"]))
