@@ -77,7 +77,9 @@ class Reloader:
         self._counted = counted
         self._applied = applied
         self._lock = asyncio.Lock()
-        self._seen = fingerprint(runtime.snapshot.config.files)
+        # the files of the last config read, valid or not, and how they looked then
+        self._watched = runtime.snapshot.config.files
+        self._seen = fingerprint(self._watched)
 
     async def reload(self, reason: str) -> bool:
         """True when a new config is now serving; never raises for a bad config."""
@@ -86,6 +88,7 @@ class Reloader:
 
     async def _reload(self, reason: str) -> bool:
         old = self._runtime.snapshot.config
+        self._watched = old.files
         self._seen = fingerprint(old.files)
         try:
             # file reads and parsing off the loop: requests keep flowing meanwhile
@@ -104,6 +107,7 @@ class Reloader:
                     },
                 )
             return False
+        self._watched = new.files
         self._seen = fingerprint(new.files)
         changed = needs_restart(old, new)
         if changed:
@@ -145,8 +149,7 @@ class Reloader:
         pending: Fingerprint | None = None
         while True:
             await asyncio.sleep(POLL_SECONDS)
-            files = self._runtime.snapshot.config.files
-            now = await asyncio.to_thread(fingerprint, files)
+            now = await asyncio.to_thread(fingerprint, self._watched)
             if now == self._seen:
                 pending = None
             elif now != pending:

@@ -326,6 +326,7 @@ class GatewayProcess:
     url: str
     admin_url: str
     log: Path
+    config: Path = Path()
 
     def rss_bytes(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -348,18 +349,23 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float = 20) -> 
 
 
 @pytest.fixture
-def spawn_gateway(tmp_path: Path, secret: str) -> Iterator[Callable[[str], GatewayProcess]]:
+def spawn_gateway(tmp_path: Path, secret: str) -> Iterator[Callable[..., GatewayProcess]]:
     """Start `python -m gateway serve` on free loopback ports; stopped at teardown."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(config_body: str) -> GatewayProcess:
+    def start(
+        config_body: str, path: Path | None = None, env: dict[str, str] | None = None
+    ) -> GatewayProcess:
+        """`path`: where the config goes (default: a fresh file in tmp_path)."""
         port, admin = free_port(), free_port()
         text = config_body.replace("127.0.0.1:0", f"127.0.0.1:{port}", 1).replace(
             "127.0.0.1:1", f"127.0.0.1:{admin}", 1
         )
-        path = write_config(tmp_path, text, f"gw-{port}.yaml")
+        if path is None:
+            path = tmp_path / f"gw-{port}.yaml"
+        path.write_text(text)
         log = tmp_path / f"gw-{port}.log"
-        env = {**os.environ, SECRET_ENV: secret}
+        env = {**os.environ, SECRET_ENV: secret, **(env or {})}
         with log.open("wb") as sink:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
@@ -371,7 +377,7 @@ def spawn_gateway(tmp_path: Path, secret: str) -> Iterator[Callable[[str], Gatew
         procs.append(proc)
         admin_url = f"http://127.0.0.1:{admin}"
         _wait_http(admin_url + "/healthz", proc)
-        return GatewayProcess(proc, f"http://127.0.0.1:{port}", admin_url, log)
+        return GatewayProcess(proc, f"http://127.0.0.1:{port}", admin_url, log, path)
 
     yield start
     for proc in procs:
@@ -498,3 +504,26 @@ def session_extra(
 
 
 SAME_ORIGIN = "http://127.0.0.1"  # tests talk to 127.0.0.1; the port is not compared
+
+
+# -- metrics ----------------------------------------------------------------------------
+
+
+def scrape(admin_url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """/metrics parsed by prometheus-client's own parser: {(sample name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(admin_url + "/metrics", timeout=5) as answer:  # noqa: S310
+        text = answer.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def metric(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    """One sample's value; 0 when the series does not exist (yet)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
