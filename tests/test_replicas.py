@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -245,12 +246,20 @@ def test_workers_with_memory_store_is_a_config_error(
 
 
 async def test_no_password_token_or_cookie_value_reaches_the_log(
-    spawn_gateway: Spawn, upstream_url: str, tmp_path: Path, http: aiohttp.ClientSession
+    spawn_gateway: Spawn,
+    upstream_url: str,
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+    secret: str,
 ) -> None:
+    """At log_level debug, through every event: nothing secret, a request id on every line."""
     gateway = spawn_gateway(
-        config_text(upstream_url, session_extra(tmp_path), tokens="refresh_reuse_grace: 0s")
-    )
-    secrets_seen: list[str] = ["wonderland", "not-the-password-42", "side-cookie-value-77"]
+        config_text(
+            upstream_url, session_extra(tmp_path, more="log_level: debug\n"),
+            tokens="refresh_reuse_grace: 0s",
+        )
+    )  # fmt: skip
+    secrets_seen: list[str] = ["wonderland", "not-the-password-42", "side-cookie-value-77", secret]
     async with http.post(
         gateway.url + "/login",
         json={"username": "alice", "password": "not-the-password-42"},
@@ -276,10 +285,29 @@ async def test_no_password_token_or_cookie_value_reaches_the_log(
         allow_redirects=False,
     ) as out:
         assert out.status == 303
+    again = await sign_in(http, gateway)
+    secrets_seen += again.values()
+    async with http.get(  # a token in the query string: the access line logs the path only
+        gateway.url + "/api/x?access_token=" + again["access_token"]
+    ) as leaked:
+        assert leaked.status == 401
+    async with http.post(gateway.admin_url + "/sessions/revoke?user=alice") as revoked:
+        assert revoked.status == 200
+    gateway.proc.send_signal(signal.SIGHUP)
+    await asyncio.sleep(0.5)
     gateway.proc.terminate()
     gateway.proc.wait(timeout=30)
     text = gateway.log.read_text()
-    events = {line.get("event") for line in map(json.loads, text.splitlines()) if line}
-    assert {"login", "login_failed", "refresh", "refresh_reuse"} <= events
+    lines = [json.loads(line) for line in text.splitlines()]
+    events = {line.get("event") for line in lines}
+    assert {"login", "login_failed", "refresh", "refresh_reuse", "logout", "revoke", "reload"} <= (
+        events
+    )
     for value in secrets_seen:
         assert value and value not in text
+        assert value.rsplit(".", 1)[-1] not in text  # not even a token's signature
+    # every line carries a request id; a request's events carry that request's
+    assert all("request_id" in line for line in lines)
+    access_ids = {line["request_id"] for line in lines if line["logger"] == "gateway.access"}
+    request_events = [line for line in lines if line.get("event") in ("login", "logout")]
+    assert request_events and all(line["request_id"] in access_ids for line in request_events)
