@@ -154,7 +154,8 @@ def serve(role: str, port: int, upstream: str) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await web.TCPSite(runner, HOST, port).start()
+            # reuse_port: benchmarks/workers.py runs two upstream processes on one port
+            await web.TCPSite(runner, HOST, port, reuse_port=role == "upstream").start()
             await stop.wait()
         finally:
             await runner.cleanup()
