@@ -1,0 +1,23 @@
+import { redirect } from 'next/navigation'
+import { getSession } from '../../lib/session'
+import { saveNote } from './actions'
+
+export default async function Dashboard() {
+  const session = await getSession()
+  if (!session) redirect('/login?next=/dashboard')
+  return (
+    <main>
+      <h1>Hello, {session.name}</h1>
+      <p>
+        Signed in as {session.email} ({session.roles.join(', ') || 'no roles'})
+      </p>
+      <form action={saveNote}>
+        <input name="note" aria-label="Note" />
+        <button type="submit">Save</button>
+      </form>
+      <form method="post" action="/api/logout">
+        <button type="submit">Sign out</button>
+      </form>
+    </main>
+  )
+}
