@@ -108,7 +108,9 @@ async def _sign_in(
         single=config.login.max_failures * 4,
         window=config.login.failure_window,
     )
-    wait = await sessions.store.throttled(username, address, limits)
+    # counted as a failure before the check (taken back below if it was none), so parallel
+    # guesses cannot all pass the limit before the first is counted
+    wait = await sessions.store.attempt(username, address, limits)
     if wait > 0:
         metrics.LOGINS.labels("throttled").inc()
         security.warning(
@@ -119,20 +121,20 @@ async def _sign_in(
     try:
         claims = await snapshot.credentials.check(username, password, client)
     except CredentialsUnavailable as exc:
+        await sessions.store.take_back(username, address, success=False)
         metrics.LOGINS.labels("unavailable").inc()
         security.error(
             "verify_url failed; login refused", extra={"event": "verify_failed", "why": str(exc)}
         )
         return Result(responses.service_unavailable(request), "login_unavailable")
     if claims is None:
-        await sessions.store.record_failure(username, address, limits)
         metrics.LOGINS.labels("failure").inc()
         security.warning(
             "login failed",
             extra={"event": "login_failed", "user": username[:128], "client": address},
         )
         return Result(_failed(snapshot, as_json, username, next_path), "login_failed")
-    await sessions.store.clear_failures(username, address)
+    await sessions.store.take_back(username, address, success=True)
     try:
         issued = await sessions.start(claims, address, request.headers.get(hdrs.USER_AGENT, ""))
     except TokenError as exc:  # claims from verify_url that do not make a valid token

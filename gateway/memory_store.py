@@ -97,24 +97,30 @@ class MemoryStore:
         found = [self._live_family(f, now) for f in sorted(self._by_user.get(subject, ()))]
         return [f.session for f in found if f is not None]
 
-    async def throttled(self, username: str, client: str, limits: Limits) -> float:
+    async def attempt(self, username: str, client: str, limits: Limits) -> float:
+        # no await in here: check and count are one step for this event loop
         now = time.time()
+        keys = _failure_keys(username, client, limits)
         wait = 0.0
-        for key, limit in _failure_keys(username, client, limits):
+        for key, limit in keys:
             count, end = self._failures.get(key, (0, 0.0))
             if end > now and count >= limit:
                 wait = max(wait, end - now)
-        return wait
-
-    async def record_failure(self, username: str, client: str, limits: Limits) -> None:
-        now = time.time()
+        if wait > 0:
+            return wait
         self._sweep(now)
-        for key, _ in _failure_keys(username, client, limits):
+        for key, _ in keys:
             count, end = self._failures.get(key, (0, 0.0))
             self._failures[key] = (count + 1, end) if end > now else (1, now + limits.window)
+        return 0.0
 
-    async def clear_failures(self, username: str, client: str) -> None:
-        self._failures.pop(_pair_key(username, client), None)
+    async def take_back(self, username: str, client: str, *, success: bool) -> None:
+        if success:
+            self._failures.pop(_pair_key(username, client), None)
+        for key in (_pair_key(username, client), "user:" + username, "client:" + client):
+            count, end = self._failures.get(key, (0, 0.0))
+            if count > 0:
+                self._failures[key] = (count - 1, end)
 
     async def ping(self) -> None:
         return None

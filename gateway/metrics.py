@@ -149,7 +149,7 @@ def exposition(workers_directory: str | None = None) -> tuple[bytes, str]:
 
 _OPERATIONS = (
     "access_revoked", "create_family", "rotate", "end_family", "revoke_user", "sessions",
-    "throttled", "record_failure", "clear_failures", "ping",
+    "attempt", "take_back", "ping",
 )  # fmt: skip
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])

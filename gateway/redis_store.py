@@ -81,8 +81,10 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return n
 """
 
-# KEYS: failure counters. ARGV: limit per key. Returns the longest wait in ms, 0 if none.
-_THROTTLED = """
+# KEYS: failure counters. ARGV: limit per key, then the window in ms.
+# Returns the longest wait in ms when throttled (nothing counted), else counts the
+# attempt on every key and returns 0: check and count in one atomic step.
+_ATTEMPT = """
 local wait = 0
 for i, key in ipairs(KEYS) do
   local count = tonumber(redis.call('GET', key) or '0')
@@ -91,13 +93,19 @@ for i, key in ipairs(KEYS) do
     if ttl > wait then wait = ttl end
   end
 end
-return wait
+if wait > 0 then return wait end
+for _, key in ipairs(KEYS) do
+  if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, ARGV[#KEYS + 1]) end
+end
+return 0
 """
 
-# KEYS: failure counters. ARGV: window ms
-_FAIL = """
-for _, key in ipairs(KEYS) do
-  if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
+# KEYS: pair, username, client counters. ARGV[1]: "1" after a success (the pair's earlier
+# failures are forgiven). The attempt counted in advance is taken back.
+_TAKE_BACK = """
+if ARGV[1] == '1' then redis.call('DEL', KEYS[1]) end
+for i = 1, 3 do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
 end
 return 1
 """
@@ -129,8 +137,8 @@ class RedisStore:
         self._rotate = self._redis.register_script(_ROTATE)
         self._end = self._redis.register_script(_END)
         self._revoke_user = self._redis.register_script(_REVOKE_USER)
-        self._throttled = self._redis.register_script(_THROTTLED)
-        self._fail = self._redis.register_script(_FAIL)
+        self._attempt = self._redis.register_script(_ATTEMPT)
+        self._take_back = self._redis.register_script(_TAKE_BACK)
 
     async def _call(self, operation: Awaitable[T]) -> T:
         try:
@@ -277,17 +285,15 @@ class RedisStore:
             if row
         ]
 
-    async def throttled(self, username: str, client: str, limits: Limits) -> float:
+    async def attempt(self, username: str, client: str, limits: Limits) -> float:
         keys, limits_list = _failure_keys(username, client, limits)
-        wait_ms = await self._call(self._throttled(keys=keys, args=limits_list))
+        args = [*limits_list, _ms(limits.window)]
+        wait_ms = await self._call(self._attempt(keys=keys, args=args))
         return int(wait_ms) / 1000
 
-    async def record_failure(self, username: str, client: str, limits: Limits) -> None:
-        keys, _ = _failure_keys(username, client, limits)
-        await self._call(self._fail(keys=keys, args=[_ms(limits.window)]))
-
-    async def clear_failures(self, username: str, client: str) -> None:
-        await self._call(self._redis.delete(_pair_key(username, client)))
+    async def take_back(self, username: str, client: str, *, success: bool) -> None:
+        keys, _ = _failure_keys(username, client, Limits(pair=0, single=0, window=0))
+        await self._call(self._take_back(keys=keys, args=["1" if success else "0"]))
 
     async def ping(self) -> None:
         await self._call(self._redis.ping())

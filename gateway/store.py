@@ -99,12 +99,17 @@ class Store(Protocol):
 
     async def sessions(self, subject: str) -> list[Session]: ...
 
-    async def throttled(self, username: str, client: str, limits: Limits) -> float:
-        """Seconds until the next attempt is allowed; 0 when it is allowed now."""
+    async def attempt(self, username: str, client: str, limits: Limits) -> float:
+        """A sign-in attempt, atomically: seconds to wait when throttled (nothing counted),
+        else 0 and the attempt is counted as a failure in advance.
 
-    async def record_failure(self, username: str, client: str, limits: Limits) -> None: ...
+        Check and count in one step, so parallel guesses cannot all pass the check
+        before any of them is counted; `succeeded` takes the count back.
+        """
 
-    async def clear_failures(self, username: str, client: str) -> None: ...
+    async def take_back(self, username: str, client: str, *, success: bool) -> None:
+        """The attempt was no failure: it no longer counts against the username, the
+        client or the pair; after a success the pair's earlier failures are forgiven too."""
 
     async def ping(self) -> None:
         """Raises StoreUnavailable when the store does not answer."""

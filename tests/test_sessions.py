@@ -176,6 +176,39 @@ async def test_too_many_failures_get_429_with_retry_after(
     assert other.status == 303  # another user from the same client is not locked out
 
 
+async def test_parallel_guesses_cannot_outrun_the_limit(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """40 wrong passwords at once: each is counted before its check, so only two are judged."""
+    client = await make_gateway(session_extra(tmp_path, login="max_failures: 2"))
+    answers = await asyncio.gather(
+        *(
+            client.post(
+                "/login", json={"username": "alice", "password": f"guess-{i}"},
+                headers=FORM_HEADERS,
+            )
+            for i in range(40)
+        )
+    )  # fmt: skip
+    statuses = sorted(a.status for a in answers)
+    assert statuses.count(401) == 2 and statuses.count(429) == 38
+
+
+async def test_successful_sign_ins_never_add_up_to_a_lockout(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """A whole office behind one address signs in all morning: never 429."""
+    client = await make_gateway(session_extra(tmp_path, login="max_failures: 1"))
+    for _ in range(6):  # above the per-client limit (4 x max_failures)
+        ok = await client.post(
+            "/login",
+            json={"username": "bob", "password": "builder"},
+            headers=FORM_HEADERS,
+            allow_redirects=False,
+        )
+        assert ok.status == 303
+
+
 @pytest.mark.parametrize(
     "target",
     [

@@ -142,33 +142,49 @@ async def test_sessions_expire_with_their_ttl(store: Store) -> None:
 async def test_failures_throttle_per_pair_then_clear(store: Store) -> None:
     user = _user()
     limits = Limits(pair=3, single=5, window=30)
-    for _ in range(2):
-        await store.record_failure(user, "10.0.0.1", limits)
-    assert await store.throttled(user, "10.0.0.1", limits) == 0
-    await store.record_failure(user, "10.0.0.1", limits)
-    wait = await store.throttled(user, "10.0.0.1", limits)
+    for _ in range(3):  # each attempt counts until it is taken back
+        assert await store.attempt(user, "10.0.0.1", limits) == 0
+    wait = await store.attempt(user, "10.0.0.1", limits)
     assert 0 < wait <= 30
-    assert await store.throttled(user, "10.0.0.2", limits) == 0  # another client is not the pair
-    await store.clear_failures(user, "10.0.0.1")
-    assert await store.throttled(user, "10.0.0.1", limits) == 0
+    assert await store.attempt(user, "10.0.0.2", limits) == 0  # another client is not the pair
+    await store.take_back(user, "10.0.0.2", success=True)
+    await store.take_back(user, "10.0.0.1", success=True)  # a success forgives the pair
+    assert await store.attempt(user, "10.0.0.1", limits) == 0
+
+
+async def test_attempts_taken_back_do_not_count(store: Store) -> None:
+    """Successes (and attempts the backend could not judge) never add up to a lockout."""
+    user = _user()
+    limits = Limits(pair=2, single=3, window=30)
+    for _ in range(10):
+        assert await store.attempt(user, "10.0.3.1", limits) == 0
+        await store.take_back(user, "10.0.3.1", success=False)
+    assert await store.attempt(user, "10.0.3.1", limits) == 0
+
+
+async def test_parallel_attempts_cannot_outrun_the_limit(store: Store) -> None:
+    user = _user()
+    limits = Limits(pair=2, single=8, window=30)
+    waits = await asyncio.gather(*(store.attempt(user, "10.0.4.1", limits) for _ in range(40)))
+    assert sum(1 for w in waits if w == 0) == 2
 
 
 async def test_failures_throttle_a_username_across_clients(store: Store) -> None:
     user = _user()
     limits = Limits(pair=3, single=5, window=30)
     for i in range(5):
-        await store.record_failure(user, f"10.0.1.{i}", limits)
-    assert await store.throttled(user, "10.0.1.99", limits) > 0
-    assert await store.throttled(_user(), "10.0.1.99", limits) == 0
+        assert await store.attempt(user, f"10.0.1.{i}", limits) == 0
+    assert await store.attempt(user, "10.0.1.99", limits) > 0
+    assert await store.attempt(_user(), "10.0.1.99", limits) == 0
 
 
 async def test_failure_window_ends(store: Store) -> None:
     user = _user()
     limits = Limits(pair=1, single=5, window=1.0)
-    await store.record_failure(user, "10.0.2.1", limits)
-    assert await store.throttled(user, "10.0.2.1", limits) > 0
+    assert await store.attempt(user, "10.0.2.1", limits) == 0
+    assert await store.attempt(user, "10.0.2.1", limits) > 0
     await asyncio.sleep(1.3)
-    assert await store.throttled(user, "10.0.2.1", limits) == 0
+    assert await store.attempt(user, "10.0.2.1", limits) == 0
 
 
 async def test_redis_down_is_unavailable_not_a_guess(redis_server) -> None:  # type: ignore[no-untyped-def]
