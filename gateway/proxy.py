@@ -36,6 +36,7 @@ _OWN = frozenset(
     ("host", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded", "expect")
 )
 _NEVER_FORWARDED = HOP_BY_HOP | _OWN
+_MANAGED = frozenset(("x-forwarded-for", "authorization", "cookie"))  # rewritten or checked
 _NOT_RETURNED = HOP_BY_HOP | {"content-length"}  # aiohttp sets the length it really sends
 Headers = list[tuple[str, str]]
 Socket: TypeAlias = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
@@ -111,6 +112,14 @@ def upstream_headers(
         lname = name.lower()
         if lname in _NEVER_FORWARDED or lname in drop or lname.startswith("x-user-"):
             continue
+        if "_" in lname:
+            # CGI-style servers (PHP, WSGI, Rack) read X_User_Id as HTTP_X_USER_ID, the
+            # same variable as X-User-Id: such a spelling of our headers is a forgery too
+            alias = lname.replace("_", "-")
+            if alias in _NEVER_FORWARDED or alias in drop or alias in _MANAGED:
+                continue
+            if alias.startswith("x-user-"):
+                continue
         if lname == "cookie":
             value = strip_cookies(value, cookie_names)
             if not value:

@@ -40,6 +40,23 @@ async def test_forged_identity_headers_never_reach_the_upstream(
             assert "x-user-id" not in seen
 
 
+@pytest.mark.parametrize("path", ["/public/x", "/api/x"])
+async def test_underscore_spellings_of_identity_headers_are_stripped(
+    make_gateway: GatewayFactory, secret: str, path: str
+) -> None:
+    """PHP, WSGI and Rack map X_User_Id and X-User-Id to the same HTTP_X_USER_ID."""
+    client = await make_gateway(extra="identity_headers:\n  Remote-User: sub\n")
+    forged = {
+        "X_User_Id": "mallory", "X_USER_ROLES": "admin", "Remote_User": "mallory",
+        "X_Forwarded_For": "10.9.9.9", "X_Request_Id": "forged", "My_App_Header": "kept",
+    }  # fmt: skip
+    response = await client.get(path, headers=forged, cookies={"access_token": mint(secret)})
+    seen = received(await response.json())
+    assert "mallory" not in json.dumps(seen) and "10.9.9.9" not in json.dumps(seen)
+    assert not {k for k in seen if "_" in k} - {"my_app_header"}
+    assert seen["my_app_header"] == ["kept"]  # an app's own underscore header passes
+
+
 async def test_custom_identity_header_names_are_stripped_too(
     make_gateway: GatewayFactory, secret: str
 ) -> None:
