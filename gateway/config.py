@@ -426,13 +426,21 @@ def _cookies(sec: Section) -> CookiesConfig:
     path = sec.text("path", "/")
     if not path.startswith("/"):
         sec.error("path", "expected a path starting with '/'")
+    domain = sec.opt_text("domain")
+    for key in ("access", "refresh"):
+        # browsers silently drop a prefixed cookie whose attributes break the prefix's rules
+        name = names[key]
+        if name.startswith(("__Host-", "__Secure-")) and not secure:
+            sec.error(key, f"a {name.split('-')[0]}- cookie needs secure: true")
+        if name.startswith("__Host-") and (path != "/" or domain):
+            sec.error(key, "a __Host- cookie needs path: / and no domain")
     result = CookiesConfig(
         access=names["access"],
         refresh=names["refresh"],
         secure=secure,
         same_site=cast(Literal["lax", "strict", "none"], same_site),
         path=path,
-        domain=sec.opt_text("domain"),
+        domain=domain,
     )
     sec.finish()
     return result

@@ -158,7 +158,10 @@ async def _handle(
         identity_headers=config.identity_headers,
         identity_names=snapshot.identity_names,
         cookie_names=snapshot.cookie_names,
-        drop_authorization=identity.bearer and identity.principal is not None,
+        # our own bearer token, valid or revoked: an app that checks it too must never see
+        # a revoked one (on an optional route the request goes on anonymously)
+        drop_authorization=identity.bearer
+        and (identity.principal is not None or identity.failure == "revoked"),
         proto=forwarded_proto(request, config.trusted_proxies),
     )
     if snapshot.asserter is not None and identity.principal is not None:

@@ -376,3 +376,24 @@ def test_sign_in_needs_a_signing_key(tmp_path: Path) -> None:
     )
     found = problems(tmp_path, text)
     assert any("needs tokens.private_key_file" in line for line in found)
+
+
+@pytest.mark.parametrize(
+    ("cookies", "expected"),
+    [
+        ("  access: __Host-at\n  secure: false\n", "cookies.access: a __Host- cookie needs secure"),
+        ("  refresh: __Secure-rt\n  secure: false\n", "cookies.refresh: a __Secure- cookie needs"),
+        ("  access: __Host-at\n  path: /app\n", "cookies.access: a __Host- cookie needs path: /"),
+        ("  access: __Host-at\n  domain: example.com\n", "a __Host- cookie needs path: / and no"),
+    ],
+)
+def test_cookie_name_prefixes_need_their_attributes(
+    tmp_path: Path, secret: str, cookies: str, expected: str
+) -> None:
+    """Browsers silently drop such cookies: every sign-in would look like it failed."""
+    text = config_text("http://127.0.0.1:3000").replace(
+        "cookies:\n  secure: false\n", "cookies:\n" + cookies
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(write_config(tmp_path, text))
+    assert any(expected in str(p) for p in caught.value.problems), caught.value.problems

@@ -655,3 +655,35 @@ async def test_logout_without_a_session_still_clears_and_redirects(gateway: Clie
     assert set(set_cookies(response)) == {"access_token", "refresh_token"}
     assert (await gateway.put("/logout", headers=FORM_HEADERS)).status == 405
     assert (await gateway.delete("/login", headers=FORM_HEADERS)).status == 405
+
+
+async def test_a_revoked_bearer_token_never_reaches_the_upstream(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """On an optional route the request goes on anonymously, without the revoked token:
+    an app that also checks it must not accept what the gateway refused."""
+    client = await make_gateway(session_extra(tmp_path))
+    signin = await client.post(
+        "/login",
+        json={"username": "alice", "password": "wonderland"},
+        headers=FORM_HEADERS,
+        allow_redirects=False,
+    )
+    access = set_cookies(signin)["access_token"]["value"]
+    out = await client.post(
+        "/logout",
+        headers={**FORM_HEADERS, **cookie_header(set_cookies_values(signin))},
+        allow_redirects=False,
+    )
+    assert out.status == 303
+    response = await client.get("/maybe/x", headers={"Authorization": f"Bearer {access}"})
+    assert response.status == 200
+    seen = received(await response.json())
+    assert "authorization" not in seen and "x-user-id" not in seen
+    # an app's own bearer credential (not a token of ours) still passes on optional routes
+    response = await client.get("/maybe/x", headers={"Authorization": "Bearer app-api-key"})
+    assert received(await response.json())["authorization"] == ["Bearer app-api-key"]
+
+
+def set_cookies_values(response: Any) -> dict[str, str]:
+    return {name: c["value"] for name, c in set_cookies(response).items()}
