@@ -71,6 +71,17 @@ class Background:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+def handle_signals(reloader: Reloader) -> tuple[asyncio.Event, Background]:
+    """SIGTERM/SIGINT set the returned event; SIGHUP reloads in the returned background."""
+    stop = asyncio.Event()
+    background = Background()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: background.spawn(reloader.reload("SIGHUP")))
+    return stop, background
+
+
 async def serve(
     config: Config,
     ready: Callable[[], Any] | None = None,
@@ -87,12 +98,7 @@ async def serve(
     admin = None
     if worker is None:
         admin = web.AppRunner(create_admin_app(runtime), access_log=None, shutdown_timeout=1.0)
-    stop = asyncio.Event()
-    background = Background()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: background.spawn(reloader.reload("SIGHUP")))
+    stop, background = handle_signals(reloader)
     runtime.open_client()
     await public.setup()
     if admin is not None:

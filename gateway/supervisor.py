@@ -35,7 +35,7 @@ from .config import Config, Listen
 from .observability import create_admin_app
 from .reload import Reloader
 from .runtime import Runtime
-from .server import Background, flush_logs_every
+from .server import Background, flush_logs_every, handle_signals
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -86,12 +86,7 @@ async def supervise(config: Config) -> None:
 
     reloader = Reloader(runtime, applied=applied)
     admin = web.AppRunner(create_admin_app(runtime), access_log=None, shutdown_timeout=1.0)
-    stop = asyncio.Event()
-    background = Background()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: background.spawn(reloader.reload("SIGHUP")))
+    stop, background = handle_signals(reloader)
     await admin.setup()
     try:
         await web.TCPSite(admin, config.admin_listen.host, config.admin_listen.port).start()

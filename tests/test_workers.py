@@ -18,16 +18,10 @@ import aiohttp
 import pytest
 
 from tests.conftest import GatewayProcess, config_text, log_lines, metric, scrape
+from tests.test_reload import OPEN_ROUTES
 
 Spawn = Callable[..., GatewayProcess]
-ROUTES = """
-routes:
-  - path: /public/:path*
-    auth: public
-  - path: /switch/:path*
-    auth: public
-default: required
-"""
+ROUTES = OPEN_ROUTES  # /public and /switch public, the rest required
 
 
 def workers_of(supervisor: int) -> list[int]:
