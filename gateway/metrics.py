@@ -23,6 +23,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
@@ -30,6 +31,7 @@ from prometheus_client.metrics_core import Metric
 
 from .store import Store, StoreUnavailable
 
+disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created`: noise in every scrape
 REGISTRY = CollectorRegistry(auto_describe=True)
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
