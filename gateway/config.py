@@ -244,12 +244,17 @@ def _upstream(top: Section) -> URL | None:
     text = top.text("upstream")
     url = _url(text)
     if url is None or url.scheme not in ("http", "https") or not url.host:
-        top.error("upstream", f"expected an http:// or https:// URL, got {text!r}")
+        top.error("upstream", f"expected an http:// or https:// URL, got {_shown(text)!r}")
         return None
     if url.path not in ("", "/") or url.query_string or url.fragment or url.user:
         top.error("upstream", "expected scheme://host[:port] only, without path, query or user")
         return None
     return url.with_path("")
+
+
+def _shown(text: str | None) -> str:
+    """A URL as an error message may repeat it: user and password never (they end up in logs)."""
+    return re.sub(r"(?<=//)[^/@\s]*@", "***@", text or "")
 
 
 def _url(text: str | None) -> URL | None:
@@ -451,7 +456,8 @@ def _store(top: Section) -> URL:
     url = _url(text)
     if url is None or url.scheme not in ("memory", "redis", "rediss"):
         top.error(
-            "store", f"expected memory://, redis://host:port/db or rediss://..., got {text!r}"
+            "store",
+            f"expected memory://, redis://host:port/db or rediss://..., got {_shown(text)!r}",
         )
         return URL("memory://")
     if url.password:
@@ -510,7 +516,7 @@ def _login(sec: Section, base: Path) -> LoginConfig:
         verify_url is None or verify_url.scheme not in ("http", "https") or not verify_url.host
     )
     if verify_text and bad_verify:
-        sec.error("verify_url", f"expected an http:// or https:// URL, got {verify_text!r}")
+        sec.error("verify_url", f"expected an http:// or https:// URL, got {_shown(verify_text)!r}")
     elif verify_url is not None and verify_url.password:
         sec.error("verify_url", "a password never goes in the YAML; the URL must not carry one")
     files: dict[str, Path | None] = {}

@@ -7,6 +7,7 @@ keeps it out of reprs, logs and tracebacks.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,9 @@ Algorithm = Literal["HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"]
 ALGORITHMS: tuple[str, ...] = ("HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA")
 # RFC 7518 section 3.2: an HMAC key at least as long as the hash output
 HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Secret:
@@ -70,6 +74,13 @@ class KeyProblem(ValueError):
 
 def plain_secret_from_env(name: str) -> Secret:
     """A secret of any length, such as the store's password."""
+    if not _ENV_NAME.match(name):
+        # most likely the secret itself pasted where its variable's name belongs: never
+        # repeat it, since this message reaches stderr and, on a reload, the log
+        raise KeyProblem(
+            "expected the name of an environment variable (letters, digits and _), not a"
+            " value; a secret never goes in the YAML"
+        )
     value = os.environ.get(name)
     if value is None or not value.strip():
         raise KeyProblem(f"environment variable {name} is not set or empty")

@@ -46,7 +46,7 @@ REQUESTS = Counter(
 )
 REQUEST_SECONDS = Histogram(
     "gateway_request_duration_seconds",
-    "Time from request to response headers (streamed bodies not included), by route.",
+    "Time from request to the end of the response (a streamed body included), by route.",
     ["route"],
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
@@ -71,7 +71,9 @@ LOGINS = Counter(
 )
 LOGOUTS = Counter("gateway_logouts", "Sessions ended by logout.", registry=REGISTRY)
 REVOCATIONS = Counter(
-    "gateway_revocations", "Users revoked (gateway revoke / the admin endpoint).", registry=REGISTRY
+    "gateway_revocations",
+    "Users revoked through this gateway's admin endpoint (gateway revoke with memory://).",
+    registry=REGISTRY,
 )
 RELOADS = Counter(
     "gateway_config_reloads",
@@ -120,9 +122,10 @@ def request_done(route: str, decision: str, seconds: float) -> None:
     children[1].observe(seconds)
 
 
-# Counted by the supervisor itself when there are workers (it decides reloads and restarts
-# workers); the workers' files may hold zero-valued copies, which are left out.
-_SUPERVISOR_OWNED = (RELOADS, LAST_RELOAD_OK, WORKERS)
+# Counted by the supervisor itself when there are workers (it decides reloads, restarts
+# workers and serves the admin endpoints); the workers' files may hold zero-valued copies,
+# which are left out.
+_SUPERVISOR_OWNED = (RELOADS, LAST_RELOAD_OK, WORKERS, REVOCATIONS)  # admin is the supervisor's
 
 
 class _Workers:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from . import metrics
 from .runtime import RUNTIME, Runtime
+from .sessions import security
 from .store import StoreUnavailable
 
 
@@ -82,7 +83,14 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 async def revoke(request: web.Request) -> web.Response:
     _loopback_only(request)
-    ended = await request.app[RUNTIME].snapshot.sessions.revoke_user(_user(request))
+    user = _user(request)
+    ended = await request.app[RUNTIME].snapshot.sessions.revoke_user(user)
+    # here, not in Sessions: `gateway revoke` on Redis calls that too, and reports on its own
+    metrics.REVOCATIONS.inc()
+    security.warning(
+        "user revoked: every session ended",
+        extra={"event": "revoke", "user": user, "sessions": ended},
+    )
     return web.json_response({"revoked_sessions": ended})
 
 

@@ -89,11 +89,14 @@ async def serve(
     worker: WorkerRole | None = None,
 ) -> None:
     runtime = Runtime(config)
-    reloader = Reloader(runtime, counted=worker is None)
-    if worker is not None:  # the text the supervisor validated, not what the file holds now
-        reloader = Reloader(
+    reloader = (
+        Reloader(runtime)
+        if worker is None
+        # a worker: the text its supervisor validated, not what the file holds now
+        else Reloader(
             runtime, counted=False, loader=lambda path: load(path, worker.config_file.read_text())
         )
+    )
     public = web.ServerRunner(create_server(runtime))
     admin = None
     if worker is None:

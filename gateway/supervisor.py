@@ -70,10 +70,10 @@ def worker_role() -> WorkerRole | None:
 
 
 async def supervise(config: Config) -> None:
+    reservation = _reserve(config.listen)  # first: a taken port leaves nothing behind
     directory = Path(tempfile.mkdtemp(prefix="gateway-"))
     metrics_directory = directory / "metrics"
     metrics_directory.mkdir()
-    reservation = _reserve(config.listen)
     runtime = Runtime(config)
     runtime.workers_directory = str(metrics_directory)
     pool = WorkerPool(config, reservation.getsockname()[1], directory, metrics_directory)

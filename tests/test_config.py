@@ -397,3 +397,33 @@ def test_cookie_name_prefixes_need_their_attributes(
     with pytest.raises(ConfigError) as caught:
         load(write_config(tmp_path, text))
     assert any(expected in str(p) for p in caught.value.problems), caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("line", "leaked"),
+    [
+        ("store: redix://:hunter2-secret@redis:6379/0", "hunter2-secret"),
+        ("upstream: ftp://user:hunter2-secret@app", "hunter2-secret"),
+    ],
+)
+def test_urls_in_errors_never_repeat_a_password(
+    tmp_path: Path, secret: str, line: str, leaked: str
+) -> None:
+    text = config_text("http://127.0.0.1:3000") + line + "\n"
+    if line.startswith("upstream"):
+        text = text.replace("upstream: http://127.0.0.1:3000\n", "")
+    with pytest.raises(ConfigError) as caught:
+        load(write_config(tmp_path, text))
+    rendered = str(caught.value)
+    assert leaked not in rendered and "***@" in rendered
+
+
+def test_a_secret_pasted_as_an_env_name_is_not_repeated(tmp_path: Path) -> None:
+    pasted = "Zx9-pasted+secret/value=="
+    text = config_text("http://127.0.0.1:3000").replace(
+        f"secret_env: {SECRET_ENV}", f"secret_env: {pasted}"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(write_config(tmp_path, text))
+    assert pasted not in str(caught.value)
+    assert "expected the name of an environment variable" in str(caught.value)
