@@ -249,7 +249,12 @@ def _ask_admin(config: Config, command: str, user: str) -> dict[str, Any]:
     base = f"http://{'[' + host + ']' if ':' in host else host}:{config.admin_listen.port}"
     query = urllib.parse.urlencode({"user": user})
     url = f"{base}/sessions/revoke?{query}" if command == "revoke" else f"{base}/sessions?{query}"
-    request = urllib.request.Request(url, method="POST" if command == "revoke" else "GET")  # noqa: S310
+    request = urllib.request.Request(  # noqa: S310 - our own admin port
+        url,
+        method="POST" if command == "revoke" else "GET",
+        headers={"Content-Type": "application/json"} if command == "revoke" else {},
+        data=b"{}" if command == "revoke" else None,
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 - our admin port
             body: dict[str, Any] = json.loads(reply.read())

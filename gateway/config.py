@@ -121,6 +121,8 @@ class Config:
     admin_listen: Listen = Listen("127.0.0.1", 9090)
     upstream_timeout: float = 60
     drain_timeout: float = 20
+    client_header_timeout: float = 10
+    preserve_host: bool = True
     workers: int = 1
     tokens: TokensConfig
     cookies: CookiesConfig = field(default_factory=CookiesConfig)
@@ -184,6 +186,8 @@ def _build(top: Section, base: Path, source: Path, text: str) -> Config | None:
         top.error("admin_listen", "must differ from listen: the admin endpoints are never proxied")
     upstream_timeout = top.duration("upstream_timeout", 60, minimum=0.001)
     drain_timeout = top.duration("drain_timeout", 20)
+    client_header_timeout = top.duration("client_header_timeout", 10, minimum=0.001)
+    preserve_host = top.flag("preserve_host", True)
     workers = top.integer("workers", 1, minimum=1)
     tokens = _tokens(top.section("tokens"), base)
     cookies = _cookies(top.section("cookies"))
@@ -219,6 +223,8 @@ def _build(top: Section, base: Path, source: Path, text: str) -> Config | None:
         admin_listen=admin,
         upstream_timeout=upstream_timeout,
         drain_timeout=drain_timeout,
+        client_header_timeout=client_header_timeout,
+        preserve_host=preserve_host,
         workers=workers,
         tokens=tokens,
         cookies=cookies,

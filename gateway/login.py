@@ -182,6 +182,8 @@ async def _fields(request: web.BaseRequest, as_json: bool) -> dict[str, str] | N
     """username, password and next as strings; None for a body that is neither form nor JSON."""
     if request.content_length is not None and request.content_length > _MAX_BODY:
         return None
+    if request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower() != "identity":
+        return None  # never decompressed here: a few bytes of gzip can be gigabytes of form
     try:
         raw: Any
         if as_json:
@@ -193,8 +195,8 @@ async def _fields(request: web.BaseRequest, as_json: bool) -> dict[str, str] | N
             raw = await request.post()
         else:
             return None
-    except (ValueError, aiohttp.ClientError, web.HTTPException):
-        return None
+    except (ValueError, RecursionError, aiohttp.ClientError, web.HTTPException):
+        return None  # RecursionError: JSON nested deeper than the parser's stack
     if not hasattr(raw, "get"):
         return None
     fields = {}

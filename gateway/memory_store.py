@@ -8,6 +8,7 @@ what is live.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 
@@ -89,7 +90,7 @@ class MemoryStore:
         live = [f for f in families if self._live_family(f, now) is not None]
         for family in families:
             self._kill(family, now + keep_for)
-        self._cutoffs[subject] = (now, now + keep_for)
+        self._cutoffs[subject] = (now, math.inf)  # see Store.revoke_user: never expires
         return len(live)
 
     async def sessions(self, subject: str) -> list[Session]:

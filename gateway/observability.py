@@ -14,7 +14,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from . import metrics
 from .runtime import RUNTIME, Runtime
@@ -75,6 +75,45 @@ def _user(request: web.Request) -> str:
     return user
 
 
+def _not_from_a_page(request: web.Request) -> None:
+    """State changes come from the CLI, never from a browser page.
+
+    A page can send a "simple" cross-site POST (text/plain, no preflight) to a loopback
+    port; it cannot send application/json without a preflight we never answer, and the
+    browser marks its requests with Origin or Sec-Fetch-Site.
+    """
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="Content-Type: application/json is required\n")
+    if hdrs.ORIGIN in request.headers or request.headers.get("Sec-Fetch-Site", "none") != "none":
+        raise web.HTTPForbidden(text="session administration is not for browser pages\n")
+
+
+def host_allowed(host: str) -> bool:
+    """An IP literal or localhost, with or without a port: a DNS-rebinding page's requests
+    carry its own domain name in Host, and are refused."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else ""
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+@web.middleware
+async def _known_host(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if not host_allowed(request.headers.get(hdrs.HOST, "")):
+        return web.Response(status=403, text="the admin listener answers IP or localhost only\n")
+    return await handler(request)
+
+
 async def list_sessions(request: web.Request) -> web.Response:
     _loopback_only(request)
     sessions = await request.app[RUNTIME].store.sessions(_user(request))
@@ -83,6 +122,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 async def revoke(request: web.Request) -> web.Response:
     _loopback_only(request)
+    _not_from_a_page(request)
     user = _user(request)
     ended = await request.app[RUNTIME].snapshot.sessions.revoke_user(user)
     # here, not in Sessions: `gateway revoke` on Redis calls that too, and reports on its own
@@ -105,7 +145,7 @@ async def _store_errors(
 
 
 def create_admin_app(runtime: Runtime) -> web.Application:
-    app = web.Application(middlewares=[_store_errors])
+    app = web.Application(middlewares=[_known_host, _store_errors])
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -10,6 +10,7 @@ guessing how the upstream would read it is refused.
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
 from .errors import BadPath
 
@@ -19,6 +20,10 @@ _ALLOWED_RAW = _UNRESERVED | frozenset("!$&'()*+,=:@%")
 # Segments of allowed raw characters, no '%', no empty, '.' or '..' segment.
 _ALREADY_CANONICAL = re.compile(r"^(?=/)(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,=:@]+)*/?$")
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
+_STRAY_PCT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_DOUBLE = re.compile(r"%25[0-9A-Fa-f]{2}")
+# Escaped characters that are decoded: those that may stand raw (`%` itself stays encoded).
+_DECODED_RAW = _ALLOWED_RAW - {"%"}
 # Decoding these would change the path's structure, or mean different things to different apps.
 _AMBIGUOUS = {"2F": "an encoded '/'", "5C": "an encoded '\\'", "00": "an encoded NUL"}
 
@@ -58,20 +63,39 @@ def _segment(raw: str) -> str:
     for ch in raw:
         if ch not in _ALLOWED_RAW:
             raise BadPath(_describe(ch))
+    if "%" not in raw:
+        return raw
+    if _STRAY_PCT.search(raw):
+        # checked before decoding: in `%%32%65` or `%2%65` decoding the other escapes
+        # would leave an encoded dot behind for the upstream to decode
+        raise BadPath("a '%' that does not start a percent-encoded byte")
 
     def decode(m: re.Match[str]) -> str:
         hexa = m.group(1).upper()
         if hexa in _AMBIGUOUS:
             raise BadPath(f"the path contains {_AMBIGUOUS[hexa]}")
-        char = chr(int(hexa, 16))
-        return char if char in _UNRESERVED else "%" + hexa
+        code = int(hexa, 16)
+        if code < 0x20 or code == 0x7F:
+            raise BadPath("the path contains an encoded control character")
+        char = chr(code)
+        return char if char in _DECODED_RAW else "%" + hexa
 
-    if "%" not in raw:
-        return raw
     decoded = _PCT.sub(decode, raw)
-    if "%" in _PCT.sub("", decoded):
-        raise BadPath("a '%' that does not start a percent-encoded byte")
+    if _DOUBLE.search(decoded):
+        # `%2541` is `%41` to an upstream that decodes once and `A` to one that decodes twice
+        raise BadPath("the path contains a double-encoded byte ('%25' before two hex digits)")
     return decoded
+
+
+def decoded(path: str) -> str:
+    """A canonical path as an upstream sees it after decoding it once: what routes match.
+
+    Normalization leaves only bytes encoded that cannot stand raw in a path (no `/`, no
+    dot, no `%XX` of a `%XX`), so this adds no segment and no dot segment.
+    """
+    if "%" not in path:
+        return path
+    return unquote(path, errors="replace")
 
 
 def _describe(ch: str) -> str:

@@ -10,6 +10,8 @@ request does is readable here.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import itertools
 import logging
 import re
@@ -21,11 +23,11 @@ from aiohttp import hdrs, web
 from yarl import URL
 
 from . import login, logs, metrics, proxy, responses
-from .auth import NOBODY, Decision, cookie_value, decide, identify
-from .clientaddr import forwarded_proto
+from .auth import NOBODY, Decision, bearer_token, cookie_value, decide, identify, is_ours
+from .clientaddr import client_address, forwarded_proto
 from .errors import BadPath
 from .origin import SAFE_METHODS, cross_site
-from .paths import normalize
+from .paths import decoded, normalize
 from .runtime import Runtime, Snapshot
 from .store import StoreUnavailable
 from .tokens import Principal
@@ -59,6 +61,11 @@ def make_handler(runtime: Runtime) -> Handler:
             _store_down(str(exc))
             outcome.decision = "store_unavailable"
             return _own(responses.service_unavailable(request), request_id, outcome)
+        except Exception:
+            # a fault of ours: logged with this request's id, never a 500 or a traceback
+            _log.exception("internal error: answering 502")
+            outcome.decision = "internal_error"
+            return _own(responses.bad_gateway(request), request_id, outcome)
         finally:
             duration = time.perf_counter() - started
             logs.access(
@@ -100,6 +107,9 @@ async def _handle(
     outcome: _Outcome,
 ) -> web.StreamResponse:
     config = snapshot.config
+    if request.method == hdrs.METH_CONNECT:
+        outcome.decision = "bad_method"
+        return _own(responses.bad_request(request, "CONNECT is not proxied"), request_id, outcome)
     raw_path, _, query = request.raw_path.partition("?")
     try:
         path = normalize(raw_path)
@@ -107,17 +117,23 @@ async def _handle(
         outcome.decision = "bad_path"
         return _own(responses.bad_request(request, str(exc)), request_id, outcome)
     outcome.path = path
+    websocket = _is_websocket(request)
+    if websocket:
+        refusal = _bad_handshake(request)
+        if refusal is not None:  # answered before any auth or upstream work
+            outcome.decision = "bad_websocket"
+            return _own(refusal, request_id, outcome)
 
     if path in snapshot.reserved_paths:
         page = await login.handle(request, snapshot, runtime.client, path)
         outcome.decision, outcome.user = page.decision, page.user
         return _own(page.response, request_id, outcome)
 
-    route = config.routes.match(request.method, path)
+    # matched as the upstream will read it: decoded once (normalization made that safe)
+    route = config.routes.match(request.method, decoded(path))
     outcome.route = route.label
     identity = NOBODY
     set_cookies: proxy.Headers = []  # new session cookies after a refresh, or clearing ones
-    websocket = _is_websocket(request)
     if route.auth in ("required", "optional"):
         if (
             (request.method not in SAFE_METHODS or websocket)
@@ -158,10 +174,9 @@ async def _handle(
         identity_headers=config.identity_headers,
         identity_names=snapshot.identity_names,
         cookie_names=snapshot.cookie_names,
-        # our own bearer token, valid or revoked: an app that checks it too must never see
-        # a revoked one (on an optional route the request goes on anonymously)
-        drop_authorization=identity.bearer
-        and (identity.principal is not None or identity.failure == "revoked"),
+        drop_authorization=_our_bearer(request, snapshot),
+        client=client_address(request, config.trusted_proxies),
+        preserve_host=config.preserve_host,
         proto=forwarded_proto(request, config.trusted_proxies),
     )
     if snapshot.asserter is not None and identity.principal is not None:
@@ -178,7 +193,7 @@ async def _handle(
         if identity.principal is not None:
             ended = _session_ended(snapshot, identity.principal)
         response, upstream_status = await proxy.forward_websocket(
-            request, runtime.client, url, headers, snapshot.upstream_timeout, extra, ended
+            request, runtime.ws_client, url, headers, snapshot.upstream_timeout, extra, ended
         )
     else:
         response, upstream_status = await proxy.forward(
@@ -207,6 +222,29 @@ def _own(
     return response
 
 
+def _our_bearer(request: web.BaseRequest, snapshot: Snapshot) -> bool:
+    """A bearer token of ours is never forwarded, valid, expired or revoked, whether or not
+    it was the credential decided on (a cookie wins over it): an app that checks the token
+    itself must never see one of a revoked session."""
+    token = bearer_token(request)
+    return token is not None and is_ours(snapshot.verifier, token)
+
+
+def _bad_handshake(request: web.BaseRequest) -> web.Response | None:
+    """RFC 6455 4.2.1: a key of 16 random bytes in base64, version 13."""
+    key = request.headers.get(hdrs.SEC_WEBSOCKET_KEY, "")
+    try:
+        valid = len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
+    except (binascii.Error, UnicodeEncodeError):
+        valid = False
+    if not valid or len(request.headers.getall(hdrs.SEC_WEBSOCKET_KEY, ())) != 1:
+        why = "a WebSocket upgrade needs one valid Sec-WebSocket-Key"
+        return responses.bad_request(request, why)
+    if request.headers.get(hdrs.SEC_WEBSOCKET_VERSION, "").strip() != "13":
+        return responses.upgrade_required(request)
+    return None
+
+
 def _carries_session(request: web.BaseRequest, snapshot: Snapshot) -> bool:
     """Cookies a browser attaches by itself: only those make cross-site requests dangerous."""
     cookies = snapshot.config.cookies
@@ -224,6 +262,7 @@ async def _session_ended(snapshot: Snapshot, principal: Principal) -> None:
             return  # fail closed: a revocation during the outage cannot be seen
 
 
+_log = logging.getLogger("gateway.pipeline")
 _store_log = logging.getLogger("gateway.store")
 _last_store_error = 0.0
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from contextvars import ContextVar
+from types import SimpleNamespace
 from typing import Any, TypeAlias
 from urllib.parse import quote
 
@@ -33,9 +35,25 @@ HOP_BY_HOP = frozenset(
 )  # fmt: skip
 # Set by the gateway itself; a client's copy is never forwarded.
 _OWN = frozenset(
-    ("host", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded", "expect")
-)
-_NEVER_FORWARDED = HOP_BY_HOP | _OWN
+    ("host", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded", "expect",
+     "x-real-ip")
+)  # fmt: skip
+# Headers that make an app execute another request than the one the route table decided on
+# (another method, another URL), or believe another client address or scheme. Symfony,
+# Laravel, IIS, Rack, Spring and Express middleware honour these: never forwarded.
+REWRITING = frozenset(
+    h.lower()
+    for h in (
+        "X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override",
+        "X-Original-URL", "X-Original-URI", "X-Rewrite-URL", "X-Forwarded-Uri",
+        "X-Forwarded-Path", "X-Forwarded-Prefix", "X-Envoy-Original-Path",
+        "X-Real-IP", "True-Client-IP", "X-Client-IP", "CF-Connecting-IP", "Fastly-Client-IP",
+        "X-Cluster-Client-IP", "X-Forwarded", "Forwarded-For", "X-Forwarded-Server",
+        "X-Forwarded-Port", "X-Forwarded-Scheme", "X-Forwarded-Ssl", "X-Url-Scheme",
+        "Front-End-Https", "X-Host",
+    )
+)  # fmt: skip
+_NEVER_FORWARDED = HOP_BY_HOP | _OWN | REWRITING
 _MANAGED = frozenset(("x-forwarded-for", "authorization", "cookie"))  # rewritten or checked
 _NOT_RETURNED = HOP_BY_HOP | {"content-length"}  # aiohttp sets the length it really sends
 Headers = list[tuple[str, str]]
@@ -99,11 +117,16 @@ def upstream_headers(
     identity_names: frozenset[str],
     cookie_names: frozenset[str],
     drop_authorization: bool,
+    client: str,
+    preserve_host: bool,
     proto: str = "",
 ) -> Headers:
     """A plain list: built once, read once by the client session, no multidict lookups.
 
-    `proto` is the scheme the browser used when a trusted proxy said so; else ours.
+    `client` is the client address as `trusted_proxies` determines it, sent as X-Real-IP;
+    `proto` is the scheme the browser used when a trusted proxy said so, else ours.
+    With `preserve_host` the client's Host goes upstream (else the client session sets the
+    upstream URL's own).
     """
     drop = connection_tokens(request.headers) | identity_names
     forwarded_for: list[str] = []
@@ -137,9 +160,13 @@ def upstream_headers(
     if forwarded_for:
         out.append(("X-Forwarded-For", ", ".join(forwarded_for)))
     out.append(("X-Forwarded-Proto", proto or request.scheme))
+    if client:
+        out.append(("X-Real-IP", client))
     host = request.headers.get(hdrs.HOST)
     if host:
         out.append(("X-Forwarded-Host", host))
+        if preserve_host:
+            out.append((hdrs.HOST, host))
     out.append(("X-Request-Id", request_id))
     if principal is not None:
         encoded = principal.memo.get(identity_headers)
@@ -163,15 +190,50 @@ def identity_values(
 def response_headers(upstream: aiohttp.ClientResponse, extra: Headers) -> Headers:
     """Upstream headers less hop-by-hop ones, then `extra`, which replaces same-named
     upstream headers (but Set-Cookie, which only ever adds)."""
-    drop = connection_tokens(upstream.headers) | {
+    return _returned(upstream.headers, extra)
+
+
+def _returned(upstream: CIMultiDictProxy[str], extra: Headers) -> Headers:
+    drop = connection_tokens(upstream) | {
         name.lower() for name, _ in extra if name.lower() != "set-cookie"
     }
     drop |= _NOT_RETURNED
-    out: Headers = [
-        (name, value) for name, value in upstream.headers.items() if name.lower() not in drop
-    ]
+    out: Headers = [(name, value) for name, value in upstream.items() if name.lower() not in drop]
     out.extend(extra)
     return out
+
+
+# A refused WebSocket handshake: status, reason, headers and (the start of) the body, kept by
+# a trace hook, since aiohttp's ws_connect raises without the body.
+_Refusal: TypeAlias = tuple[int, str | None, CIMultiDictProxy[str], bytes]
+_REFUSAL: ContextVar[list[_Refusal] | None] = ContextVar("ws_refusal", default=None)
+_REFUSAL_LIMIT = 64 * 1024
+
+
+async def _keep_refusal(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceRequestEndParams,
+) -> None:
+    box = _REFUSAL.get()
+    response = params.response
+    if box is None or response.status == 101:
+        return
+    body = b""
+    try:
+        while len(body) < _REFUSAL_LIMIT:
+            chunk = await response.content.read(_REFUSAL_LIMIT - len(body))
+            if not chunk:
+                break
+            body += chunk
+    except (aiohttp.ClientError, OSError):
+        pass  # what arrived is still the app's answer
+    box.append((response.status, response.reason, response.headers, body))
+
+
+REFUSAL_TRACE = aiohttp.TraceConfig()
+REFUSAL_TRACE.on_request_end.append(_keep_refusal)
+REFUSAL_TRACE.freeze()
 
 
 async def continue_if_expected(request: web.BaseRequest) -> bool:
@@ -263,6 +325,8 @@ async def forward_websocket(
     ]
     headers = [(name, value) for name, value in headers if name.lower() not in _WS_HANDSHAKE]
     ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
+    box: list[_Refusal] = []
+    token = _REFUSAL.set(box)
     try:
         async with asyncio.timeout(timeout.sock_read):
             upstream = await session.ws_connect(
@@ -274,13 +338,25 @@ async def forward_websocket(
             )
     except aiohttp.WSServerHandshakeError as exc:
         _discard(ended)
-        return responses.bad_gateway(request), exc.status
+        refusal = box.pop() if box else None
+        if refusal is None or exc.status == 101:  # a 101 without a proper handshake
+            return responses.bad_gateway(request), exc.status
+        # the app said no (403, 404, 401...): its answer is the client's, never a 502
+        status, reason, upstream_headers, body = refusal
+        return web.Response(
+            status=status,
+            reason=reason,
+            headers=_returned(upstream_headers, extra_headers),
+            body=body,
+        ), status
     except (TimeoutError, aiohttp.ServerTimeoutError):
         _discard(ended)
         return responses.gateway_timeout(request), 0
     except (aiohttp.ClientError, OSError):
         _discard(ended)
         return responses.bad_gateway(request), 0
+    finally:
+        _REFUSAL.reset(token)
     client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else ())
     for name, value in extra_headers:
         client.headers.add(name, value)

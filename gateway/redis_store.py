@@ -77,7 +77,7 @@ for _, fid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   redis.call('SET', ARGV[3] .. 'dead:' .. fid, '1', 'PX', ARGV[2])
 end
 redis.call('DEL', KEYS[1])
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1])
 return n
 """
 

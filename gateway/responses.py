@@ -78,6 +78,13 @@ def method_not_allowed(request: web.BaseRequest, allow: str) -> web.Response:
     return response
 
 
+def upgrade_required(request: web.BaseRequest) -> web.Response:
+    """RFC 6455 4.4: the WebSocket versions this server speaks, for the client to retry."""
+    response = _answer(request, 426, "upgrade_required", "Only WebSocket version 13 is supported.")
+    response.headers[hdrs.SEC_WEBSOCKET_VERSION] = "13"
+    return response
+
+
 def service_unavailable(request: web.BaseRequest) -> web.Response:
     """The store or the credential backend did not answer: fail closed, ask to retry."""
     response = _answer(

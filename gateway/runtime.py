@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import hdrs, web
 
-from . import metrics
+from . import metrics, proxy
 from .assertion import Asserter
 from .config import Config
 from .credentials import UsersFile, VerifyUrl
@@ -81,6 +81,7 @@ class Runtime:
         self.store = metrics.measured(open_store(config.store, config.store_timeout, password))
         self.snapshot = Snapshot.build(config, self.store)
         self._client: aiohttp.ClientSession | None = None
+        self._ws_client: aiohttp.ClientSession | None = None
         self.draining = False  # SIGTERM received: /readyz says 503 so traffic moves elsewhere
         self.workers_directory: str | None = None  # a supervisor: where its workers' metrics are
         self.workers_ready: Callable[[], bool] | None = None  # a supervisor: all workers up?
@@ -92,35 +93,50 @@ class Runtime:
         return self._client
 
     @property
+    def ws_client(self) -> aiohttp.ClientSession:
+        """WebSocket handshakes: the same pool, plus a hook that keeps a refusal's body."""
+        if self._ws_client is None:
+            raise RuntimeError("the upstream client is opened by the app's cleanup context")
+        return self._ws_client
+
+    @property
     def has_client(self) -> bool:
         return self._client is not None and not self._client.closed
-
-    def swap(self, config: Config) -> None:
-        self.snapshot = Snapshot.build(config, self.store)
 
     def open_client(self) -> aiohttp.ClientSession:
         # One pooled keep-alive session for every request. DummyCookieJar: a shared
         # session must never carry one user's upstream cookies into another's request.
-        self._client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=60),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            skip_auto_headers=(
-                hdrs.USER_AGENT,
-                hdrs.ACCEPT,
-                hdrs.ACCEPT_ENCODING,
-                hdrs.CONTENT_TYPE,
-            ),
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=60)
+        self._client = _session(connector)
+        # apart from the proxy's session, so the trace hook costs ordinary requests nothing
+        self._ws_client = _session(connector, trace_configs=[proxy.REFUSAL_TRACE], owner=False)
         return self._client
 
     async def close(self) -> None:
         """The upstream client and the store connections; the last thing at shutdown."""
+        if self._ws_client is not None:
+            await self._ws_client.close()
+            self._ws_client = None
         if self._client is not None:
             await self._client.close()
             self._client = None
         await self.store.close()
+
+
+def _session(
+    connector: aiohttp.BaseConnector,
+    trace_configs: list[aiohttp.TraceConfig] | None = None,
+    owner: bool = True,
+) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=connector,
+        connector_owner=owner,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        skip_auto_headers=(hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE),
+        timeout=aiohttp.ClientTimeout(total=None),
+        trace_configs=trace_configs,
+    )
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

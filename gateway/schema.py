@@ -329,6 +329,15 @@ def config_schema() -> Schema:
             "drain_timeout": _duration(
                 "On SIGTERM, how long in-flight requests may finish.", "20s"
             ),
+            "client_header_timeout": _duration(
+                "A connection that has not sent a whole request head by then is closed.", "10s"
+            ),
+            "preserve_host": {
+                "type": "boolean",
+                "default": True,
+                "description": "Forward the client's Host unchanged (true), or send the"
+                " upstream URL's host:port (false). X-Forwarded-Host is always the client's.",
+            },
             "workers": {
                 "type": "integer",
                 "minimum": 1,

@@ -95,7 +95,9 @@ class Store(Protocol):
         """Logout: the family dies and its access tokens (and `jti`) are refused for `deny_for`."""
 
     async def revoke_user(self, subject: str, now: float, keep_for: float) -> int:
-        """Every family of the user dies; access tokens issued before `now` are refused."""
+        """Every family of the user dies (its marker kept `keep_for`); access tokens issued
+        before `now` are refused for good: the cut-off never expires, since a token minted
+        elsewhere may carry any `exp` (one small record per revoked user)."""
 
     async def sessions(self, subject: str) -> list[Session]: ...
 

@@ -215,7 +215,7 @@ async def test_session_admin_answers_loopback_only(
     gateway = spawn_gateway(config_text(upstream_url, session_extra(tmp_path)))
     async with http.get(gateway.admin_url + "/sessions") as response:
         assert response.status == 400  # loopback, but no ?user=
-    async with http.post(gateway.admin_url + "/sessions/revoke?user=x") as response:
+    async with http.post(gateway.admin_url + "/sessions/revoke?user=x", json={}) as response:
         assert response.status == 200
         assert (await response.json()) == {"revoked_sessions": 0}
 
@@ -291,7 +291,7 @@ async def test_no_password_token_or_cookie_value_reaches_the_log(
         gateway.url + "/api/x?access_token=" + again["access_token"]
     ) as leaked:
         assert leaked.status == 401
-    async with http.post(gateway.admin_url + "/sessions/revoke?user=alice") as revoked:
+    async with http.post(gateway.admin_url + "/sessions/revoke?user=alice", json={}) as revoked:
         assert revoked.status == 200
     gateway.proc.send_signal(signal.SIGHUP)
     await asyncio.sleep(0.5)

@@ -128,6 +128,18 @@ async def test_revoke_user_ends_every_session_and_cuts_off_older_tokens(store: S
     assert len(await store.sessions(bystander)) == 1
 
 
+async def test_user_cut_off_outlives_keep_for(store: Store) -> None:
+    """A token minted elsewhere may carry any exp: the cut-off must not lapse with the
+    family markers (SPEC 7.1, revocation holds for every token it covers)."""
+    user = _user()
+    before = time.time()
+    await asyncio.sleep(0.01)
+    await store.revoke_user(user, time.time(), 0.05)
+    await asyncio.sleep(0.3)
+    assert await store.access_revoked(AccessCheck("j", user, "", before))
+    assert not await store.access_revoked(AccessCheck("j", user, "", time.time() + 1))
+
+
 async def test_sessions_expire_with_their_ttl(store: Store) -> None:
     user = _user()
     now = time.time()
