@@ -21,7 +21,7 @@ from . import __version__, logs
 from .auth import Identity, check_token, decide
 from .config import Config, load
 from .errors import BadPath, ConfigError
-from .paths import normalize
+from .paths import decoded, normalize
 from .runtime import Runtime
 from .store import StoreUnavailable
 
@@ -154,7 +154,7 @@ def _explain(path: str, method: str, target: str, token: str | None) -> int:
     if normalized in (config.login.path, config.login.logout_path):
         print(f"{method} {normalized}\n  answered by the gateway itself (login.path / logout_path)")
         return EXIT_OK
-    route = config.routes.match(method, normalized)
+    route = config.routes.match(method, decoded(normalized))
     where = f"routes[{route.index}] line {route.line}" if route.index >= 0 else "no route matched"
     print(f"{method} {normalized}" + (f"?{query}" if query else ""))
     print(f"  route:    {route.label} ({where})")
