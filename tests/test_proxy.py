@@ -6,9 +6,11 @@ import asyncio
 import gzip
 import json
 import re
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.conftest import Client, GatewayFactory, free_port, mint, raw_request, received
 
@@ -349,8 +351,34 @@ async def test_head_keeps_the_upstream_length_without_a_body(make_gateway: Gatew
     assert response.body == b""
 
 
-async def test_compressed_bodies_pass_through_untouched(make_gateway: GatewayFactory) -> None:
+async def test_compressed_bodies_pass_through_untouched(
+    make_gateway: GatewayFactory, aiohttp_server: Any
+) -> None:
+    """Both ways: a request body's Content-Encoding is the upstream's to decode, never ours
+    (a decoded body under the client's Content-Length desynchronizes the connection)."""
     client = await make_gateway(routes="routes: []\ndefault: public\n")
     response = await raw_request(client, "/gzip")
     assert response.headers["content-encoding"] == "gzip"
     assert gzip.decompress(response.body) == b"hello " * 1000
+
+    async def record(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"body": (await request.read()).hex(), "headers": dict(request.headers)}
+        )
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", record)
+    raw_upstream = await aiohttp_server(app, auto_decompress=False)
+    client = await make_gateway(
+        routes="routes: []\ndefault: public\n",
+        upstream_url=str(raw_upstream.make_url("")).rstrip("/"),
+    )
+    body = gzip.compress(b"x" * 100_000)
+    for encoding in ("gzip", "deflate", "br", "zstd"):
+        sent = await client.post(
+            "/up", data=body, headers={"Content-Encoding": encoding, "Content-Type": "text/plain"}
+        )
+        seen = await sent.json()
+        assert bytes.fromhex(seen["body"]) == body, encoding
+        assert seen["headers"]["Content-Encoding"] == encoding
+        assert seen["headers"]["Content-Length"] == str(len(body))
