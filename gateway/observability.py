@@ -11,6 +11,7 @@ is signed in from where is not for the cluster to see.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
@@ -20,6 +21,8 @@ from . import metrics
 from .runtime import RUNTIME, Runtime
 from .sessions import security
 from .store import StoreUnavailable
+
+log = logging.getLogger("gateway.admin")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -142,6 +145,12 @@ async def _store_errors(
         return await handler(request)
     except StoreUnavailable:
         return web.json_response({"error": "store unavailable"}, status=503)
+    except web.HTTPException:
+        raise
+    except Exception:
+        # never a 500 or a traceback in an answer; the log has it
+        log.exception("admin endpoint failed: answering 503")
+        return web.json_response({"error": "internal error"}, status=503)
 
 
 def create_admin_app(runtime: Runtime) -> web.Application:
