@@ -14,7 +14,7 @@ from aiohttp import hdrs, web
 
 from .errors import TokenError, TokenExpired
 from .routing import Route
-from .tokens import Principal, Verifier
+from .tokens import ACCESS, REFRESH, Principal, Verifier
 
 Decision = Literal[
     "public",  # auth: public, nothing verified
@@ -87,13 +87,15 @@ def is_ours(verifier: Verifier, token: str) -> bool:
     Such a bearer token is never forwarded: the upstream gets the identity as headers,
     and an app that checks the token itself must never see a revoked or spent one.
     """
-    try:
-        verifier.verify(token)
-    except TokenExpired:
+    for kind in (ACCESS, REFRESH):  # a refresh token sent as a bearer token is ours too
+        try:
+            verifier.verify(token, kind)
+        except TokenExpired:
+            return True
+        except TokenError:
+            continue
         return True
-    except TokenError:
-        return False
-    return True
+    return False
 
 
 def decide(route: Route, identity: Identity) -> Decision:

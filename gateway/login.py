@@ -195,8 +195,10 @@ async def _fields(request: web.BaseRequest, as_json: bool) -> dict[str, str] | N
             raw = await request.post()
         else:
             return None
-    except (ValueError, RecursionError, aiohttp.ClientError, web.HTTPException):
-        return None  # RecursionError: JSON nested deeper than the parser's stack
+    except (ValueError, LookupError, RecursionError, aiohttp.ClientError, web.HTTPException):
+        # RecursionError: JSON nested deeper than the parser's stack; LookupError: a form
+        # declaring a charset Python does not know
+        return None
     if not hasattr(raw, "get"):
         return None
     fields = {}
@@ -204,10 +206,19 @@ async def _fields(request: web.BaseRequest, as_json: bool) -> dict[str, str] | N
         value = raw.get(key)
         if value is None:
             continue
-        if not isinstance(value, str) or len(value) > MAX_FIELD:
+        if not isinstance(value, str) or len(value) > MAX_FIELD or not _utf8(value):
             return None
         fields[key] = value
     return fields
+
+
+def _utf8(text: str) -> bool:
+    """False for lone surrogates (JSON "\\ud800"), which no hash or backend can take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _page(

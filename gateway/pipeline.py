@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion10, hdrs, web
 from yarl import URL
 
 from . import login, logs, metrics, proxy, responses
@@ -32,6 +32,7 @@ from .runtime import Runtime, Snapshot
 from .store import StoreUnavailable
 from .tokens import Principal
 
+_HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{0,5})?$")
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 # Generated ids: a random per-process prefix and a counter. Unique across processes
 # and restarts, without a getrandom() syscall per request as uuid4() would make.
@@ -61,6 +62,12 @@ def make_handler(runtime: Runtime) -> Handler:
             _store_down(str(exc))
             outcome.decision = "store_unavailable"
             return _own(responses.service_unavailable(request), request_id, outcome)
+        except ConnectionError:
+            # the client went away mid-request (a body cut short): nobody to answer
+            outcome.decision = "client_closed"
+            return _own(
+                responses.bad_request(request, "the connection was lost"), request_id, outcome
+            )
         except Exception:
             # a fault of ours: logged with this request's id, never a 500 or a traceback
             _log.exception("internal error: answering 502")
@@ -107,9 +114,10 @@ async def _handle(
     outcome: _Outcome,
 ) -> web.StreamResponse:
     config = snapshot.config
-    if request.method == hdrs.METH_CONNECT:
-        outcome.decision = "bad_method"
-        return _own(responses.bad_request(request, "CONNECT is not proxied"), request_id, outcome)
+    malformed = _malformed(request)
+    if malformed is not None:
+        outcome.decision = "bad_request"
+        return _own(responses.bad_request(request, malformed), request_id, outcome)
     raw_path, _, query = request.raw_path.partition("?")
     try:
         path = normalize(raw_path)
@@ -220,6 +228,21 @@ def _own(
         response.headers.add(name, value)
     outcome.status = response.status
     return response
+
+
+def _malformed(request: web.BaseRequest) -> str | None:
+    """What aiohttp's parser lets through but the upstream must never be asked."""
+    if request.method == hdrs.METH_CONNECT:
+        return "CONNECT is not proxied"
+    if request.version < HttpVersion10:
+        return "HTTP/0.9 is not supported"
+    host = request.headers.get(hdrs.HOST)
+    if host is not None and (
+        len(request.headers.getall(hdrs.HOST)) != 1 or (host and not _HOST.match(host))
+    ):
+        # forwarded as is (preserve_host) and read by the app: one well-formed host[:port]
+        return "the Host header is not one host[:port]"
+    return None
 
 
 def _our_bearer(request: web.BaseRequest, snapshot: Snapshot) -> bool:
