@@ -56,7 +56,11 @@ def make_handler(runtime: Runtime) -> Handler:
         outcome = _Outcome()
         logs.REQUEST_ID.set(request_id)  # on every log line this request causes
         try:
-            return await _handle(request, runtime, snapshot, request_id, outcome)
+            response = await _handle(request, runtime, snapshot, request_id, outcome)
+            if hdrs.UPGRADE in request.headers and not response.prepared:
+                # aiohttp's parser reads no further request after one asking to upgrade
+                response.force_close()
+            return response
         except StoreUnavailable as exc:
             # fail closed: without the store no revocation can be checked, so nothing passes
             _store_down(str(exc))
@@ -205,7 +209,13 @@ async def _handle(
         )
     else:
         response, upstream_status = await proxy.forward(
-            request, runtime.client, url, headers, snapshot.upstream_timeout, extra_headers=extra
+            request,
+            runtime.client,
+            url,
+            headers,
+            snapshot.upstream_timeout,
+            extra_headers=extra,
+            close=hdrs.UPGRADE in request.headers,  # h2c and the like: never switched to
         )
     outcome.upstream_status = upstream_status or None
     outcome.status = response.status
@@ -236,6 +246,10 @@ def _malformed(request: web.BaseRequest) -> str | None:
         return "CONNECT is not proxied"
     if request.version < HttpVersion10:
         return "HTTP/0.9 is not supported"
+    codings = request.headers.getall(hdrs.TRANSFER_ENCODING, ())
+    if codings and [c.strip().lower() for c in ",".join(codings).split(",")] != ["chunked"]:
+        # a coding other than chunked would be dropped undecoded on the way: never guessed
+        return "Transfer-Encoding other than chunked is not supported"
     host = request.headers.get(hdrs.HOST)
     if host is not None and (
         len(request.headers.getall(hdrs.HOST)) != 1 or (host and not _HOST.match(host))

@@ -97,6 +97,11 @@ def strip_cookies(header: str, names: frozenset[str]) -> str:
     return ";".join(kept).strip()
 
 
+# What the message means end to end: a sender may not name these in Connection (RFC 9110
+# 7.6.1), and dropping them would change how the other side reads the body.
+_END_TO_END = frozenset(("content-encoding", "content-length", "content-type", "content-range"))
+
+
 def connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
     """Headers named in Connection are hop-by-hop for this message too (RFC 9110 7.6.1)."""
     if hdrs.CONNECTION not in headers:
@@ -105,7 +110,7 @@ def connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
         token.strip().lower()
         for value in headers.getall(hdrs.CONNECTION, ())
         for token in value.split(",")
-    }
+    } - _END_TO_END
 
 
 def upstream_headers(
@@ -260,8 +265,13 @@ async def forward(
     headers: Headers,
     timeout: aiohttp.ClientTimeout,
     extra_headers: Headers,
+    close: bool = False,
 ) -> tuple[web.StreamResponse, int]:
-    """Send the request upstream and stream the answer back. Returns (response, upstream status)."""
+    """Send the request upstream and stream the answer back. Returns (response, upstream status).
+
+    `close`: the client connection ends after this answer (aiohttp's parser took the
+    request's Upgrade for a protocol switch and reads no further request on it).
+    """
     data = request.content if request.body_exists else None
     try:
         upstream = await session.request(
@@ -281,10 +291,15 @@ async def forward(
                 return responses.gateway_timeout(request), status
             except (aiohttp.ClientError, OSError):
                 return responses.bad_gateway(request), status
-            return web.Response(
+            buffered = web.Response(
                 status=status, reason=upstream.reason, headers=out_headers, body=body
-            ), status
+            )
+            if close:
+                buffered.force_close()
+            return buffered, status
         response = web.StreamResponse(status=status, reason=upstream.reason, headers=out_headers)
+        if close:
+            response.force_close()
         if length is not None:
             response.content_length = length
         await response.prepare(request)

@@ -722,3 +722,68 @@ async def test_malformed_input_never_ends_in_a_500_or_a_traceback(
     faults = [r.getMessage() for r in caplog.records if r.exc_info and r.name.startswith("gateway")]
     assert faults == []
     assert (await client.get("/public/still-here")).status == 200
+
+
+# -- framing headers a proxy must not reinterpret (found by the differential harness) -------
+
+
+async def test_a_transfer_coding_other_than_chunked_is_400_and_never_forwarded(
+    gateway_in_front: Callable[..., Awaitable[Client]], recorder: Recorder
+) -> None:
+    """Dechunked and re-chunked, the gzip coding would reach the upstream undecoded and
+    unlabelled: refused instead of guessed."""
+    client = await gateway_in_front()
+    body = gzip.compress(b"x" * 100)
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    for coding in (b"gzip, chunked", b"chunked, chunked", b"identity, chunked"):
+        answer = await exchange(
+            port_of(client),
+            b"POST /count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + coding + b"\r\n\r\n"
+            + chunked,
+        )  # fmt: skip
+        assert status_of(answer) == 400, (coding, answer[:200])
+    assert recorder.requests == []
+    answer = await exchange(
+        port_of(client),
+        b"POST /count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked,
+    )
+    assert status_of(answer) == 200
+    assert json.loads(split(answer)[2])["length"] == len(body)
+
+
+async def test_connection_cannot_strip_the_body_s_content_encoding(
+    gateway_in_front: Callable[..., Awaitable[Client]],
+) -> None:
+    client = await gateway_in_front()
+    body = gzip.compress(b"y" * 1000)
+    answer = await exchange(
+        port_of(client),
+        b"POST /count HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Content-Encoding\r\n"
+        b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
+    )
+    seen = json.loads(split(answer)[2])
+    assert seen["content_encoding"] == "gzip"
+    assert seen["length"] == len(body)
+
+
+async def test_a_request_asking_for_h2c_is_answered_and_its_connection_closed(
+    gateway_in_front: Callable[..., Awaitable[Client]], recorder: Recorder
+) -> None:
+    """curl --http2 on http:// asks to upgrade to h2c. The gateway answers in HTTP/1.1 and
+    closes, since aiohttp's parser reads nothing more on such a connection: the pipelined
+    request after it must not hang (the client sends it again on a new connection)."""
+    client = await gateway_in_front()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(client))
+    writer.write(
+        b"GET /public/a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n"
+        b"GET /public/b HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    await writer.drain()
+    async with asyncio.timeout(10):
+        everything = await reader.read()  # ends only when the gateway closes
+    writer.close()
+    status, headers, _ = split(everything)
+    assert status == 200
+    assert headers.get("connection", "").lower() == "close"
+    assert recorder.requests == [("GET", "/public/a")]
