@@ -246,15 +246,16 @@ def _malformed(request: web.BaseRequest) -> str | None:
         return "CONNECT is not proxied"
     if request.version < HttpVersion10:
         return "HTTP/0.9 is not supported"
-    codings = request.headers.getall(hdrs.TRANSFER_ENCODING, ())
-    if codings and [c.strip().lower() for c in ",".join(codings).split(",")] != ["chunked"]:
-        # a coding other than chunked would be dropped undecoded on the way: never guessed
-        return "Transfer-Encoding other than chunked is not supported"
-    host = request.headers.get(hdrs.HOST)
-    if host is not None and (
-        len(request.headers.getall(hdrs.HOST)) != 1 or (host and not _HOST.match(host))
-    ):
+    headers = request.headers
+    if hdrs.TRANSFER_ENCODING in headers:
+        codings = ",".join(headers.getall(hdrs.TRANSFER_ENCODING)).split(",")
+        if [c.strip().lower() for c in codings] != ["chunked"]:
+            # a coding other than chunked would be dropped undecoded on the way: never guessed
+            return "Transfer-Encoding other than chunked is not supported"
+    host = headers.get(hdrs.HOST)
+    if host and not _HOST.match(host):
         # forwarded as is (preserve_host) and read by the app: one well-formed host[:port]
+        # (aiohttp's parser already refuses a second Host header)
         return "the Host header is not one host[:port]"
     return None
 
