@@ -62,19 +62,13 @@ class _Connection(RequestHandler):
         # requests handled to the end; `_request_count` counts the heads parsed, so while
         # it is ahead a request is queued or running and incoming bytes are its body
         self._handled = 0
-        handler = self._request_handler
-        assert handler is not None  # noqa: S101 - set by RequestHandler from the manager
 
-        async def counted(request: web.BaseRequest) -> web.StreamResponse:
-            try:
-                return await handler(request)
-            finally:
-                self._handled += 1
-                if self._next_head_started and self._idle and self._head_deadline is None:
-                    self._arm()
-                    self._got_bytes = True
-
-        self._request_handler = counted
+    def request_done(self) -> None:
+        """Called by the pipeline as each request of this connection ends."""
+        self._handled += 1
+        if self._next_head_started and self._idle and self._head_deadline is None:
+            self._arm()
+            self._got_bytes = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -147,9 +141,15 @@ class _Connection(RequestHandler):
         transport.close()
 
 
+def _request_done(request: web.BaseRequest) -> None:
+    connection = request.protocol
+    if isinstance(connection, _Connection):
+        connection.request_done()
+
+
 class _Server(web.Server):
     def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
-        super().__init__(make_handler(runtime), **kwargs)
+        super().__init__(make_handler(runtime, _request_done), **kwargs)
         self._runtime = runtime
         self._connection_kwargs = kwargs
 

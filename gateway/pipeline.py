@@ -43,7 +43,11 @@ _id_counter = itertools.count(1)
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
-def make_handler(runtime: Runtime) -> Handler:
+def make_handler(
+    runtime: Runtime, done: Callable[[web.BaseRequest], None] | None = None
+) -> Handler:
+    """`done` hears of each request's end (the connection layer's header deadline)."""
+
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         snapshot = runtime.snapshot  # read once: a reload mid-request cannot change this request
         started = time.perf_counter()
@@ -92,6 +96,8 @@ def make_handler(runtime: Runtime) -> Handler:
             )
             metrics.request_done(outcome.route or "(gateway)", outcome.decision, duration)
             logs.REQUEST_ID.set(None)
+            if done is not None:
+                done(request)
 
     return handle
 
