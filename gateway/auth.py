@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from aiohttp import hdrs, web
+from aiohttp import hdrs
 
 from .errors import TokenError, TokenExpired
-from .routing import Route
 from .tokens import ACCESS, REFRESH, Principal, Verifier
+from .view import Asking
 
 Decision = Literal[
     "public",  # auth: public, nothing verified
@@ -24,6 +24,7 @@ Decision = Literal[
     "forbidden",  # verified identity lacks a role
     "redirect",  # unauthenticated browser navigation
     "unauthorized",  # unauthenticated program
+    "cross_site",  # a state change carrying our cookies, from another site
 ]
 
 
@@ -40,7 +41,7 @@ class Identity:
 NOBODY = Identity()
 
 
-def identify(request: web.BaseRequest, verifier: Verifier, cookie_name: str) -> Identity:
+def identify(request: Asking, verifier: Verifier, cookie_name: str) -> Identity:
     token = cookie_value(request, cookie_name)
     bearer = False
     if not token:
@@ -51,7 +52,7 @@ def identify(request: web.BaseRequest, verifier: Verifier, cookie_name: str) -> 
     return check_token(verifier, token, bearer=bearer)
 
 
-def cookie_value(request: web.BaseRequest, name: str) -> str | None:
+def cookie_value(request: Asking, name: str) -> str | None:
     """The first cookie of that name, found by a scan rather than parsing every cookie.
 
     The first, as RFC 6265 orders the most specific path first; the same reading as
@@ -74,7 +75,7 @@ def check_token(verifier: Verifier, token: str, *, bearer: bool = False) -> Iden
         return Identity(presented=True, failure=exc.reason, bearer=bearer)
 
 
-def bearer_token(request: web.BaseRequest) -> str | None:
+def bearer_token(request: Asking) -> str | None:
     scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         return None
@@ -96,16 +97,3 @@ def is_ours(verifier: Verifier, token: str) -> bool:
             continue
         return True
     return False
-
-
-def decide(route: Route, identity: Identity) -> Decision:
-    if route.auth == "deny":
-        return "deny"
-    if route.auth == "public":
-        return "public"
-    principal = identity.principal
-    if principal is None:
-        return "anonymous" if route.auth == "optional" else "unauthorized"
-    if route.roles and route.roles.isdisjoint(principal.roles):
-        return "forbidden"
-    return "allow"

@@ -18,10 +18,8 @@ from dataclasses import asdict
 from typing import Any
 
 from . import __version__, logs
-from .auth import Identity, check_token, decide
 from .config import Config, load
-from .errors import BadPath, ConfigError
-from .paths import decoded, normalize
+from .errors import ConfigError
 from .runtime import Runtime
 from .store import StoreUnavailable
 
@@ -52,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("method", metavar="METHOD")
     explain.add_argument("path", metavar="PATH")
     explain.add_argument("--token", help="an access JWT to decide with (default: anonymous)")
+    explain.add_argument(
+        "--cookie", action="store_true", help="send --token in the access cookie, not as Bearer"
+    )
+    explain.add_argument("--host", help="the request's Host (for the cross-site rule)")
+    explain.add_argument("--origin", help="the request's Origin (for the cross-site rule)")
+    explain.add_argument(
+        "--browser", action="store_true", help="a browser navigation (Accept: text/html)"
+    )
 
     sub.add_parser("hash-password", help="read a password on stdin, print an argon2id hash")
 
@@ -80,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(path)
     if args.command in ("revoke", "sessions"):
         return _session_admin(path, args.command, args.user)
-    return _explain(path, args.method, args.path, args.token)
+    return _explain(path, args)
 
 
 def _load_or_report(path: str, prefix: str = "", text: str | None = None) -> Config | None:
@@ -140,40 +146,33 @@ def _check(path: str) -> int:
     return EXIT_OK
 
 
-def _explain(path: str, method: str, target: str, token: str | None) -> int:
+def _explain(path: str, args: argparse.Namespace) -> int:
+    from .explain import report
+    from .store import open_store
+
     config = _load_or_report(path)
     if config is None:
         return EXIT_INVALID
-    method = method.upper()
-    raw_path, _, query = target.partition("?")
-    try:
-        normalized = normalize(raw_path)
-    except BadPath as exc:
-        print(f"{method} {target}\n  decision: 400 bad request ({exc})")
-        return EXIT_OK
-    if normalized in (config.login.path, config.login.logout_path):
-        print(f"{method} {normalized}\n  answered by the gateway itself (login.path / logout_path)")
-        return EXIT_OK
-    route = config.routes.match(method, decoded(normalized))
-    where = f"routes[{route.index}] line {route.line}" if route.index >= 0 else "no route matched"
-    print(f"{method} {normalized}" + (f"?{query}" if query else ""))
-    print(f"  route:    {route.label} ({where})")
-    print(f"  auth:     {route.auth}")
-    if route.methods:
-        print(f"  methods:  {', '.join(sorted(route.methods))}")
-    if route.roles:
-        print(f"  roles:    any of {', '.join(sorted(route.roles))}")
-    if route.auth == "required":
-        print(f"  on_unauthenticated: {route.on_unauthenticated}")
-    identity = check_token(config.tokens.verifier(), token) if token else Identity()
-    if identity.principal is not None:
-        roles = ", ".join(sorted(identity.principal.roles)) or "none"
-        print(f"  token:    valid, sub={identity.principal.subject}, roles: {roles}")
-    elif token:
-        print(f"  token:    rejected ({identity.failure})")
-    else:
-        print("  token:    none (anonymous)")
-    print(f"  decision: {_describe(decide(route, identity), route.on_unauthenticated, config)}")
+    password = config.store_password.reveal().decode() if config.store_password else None
+
+    async def run() -> list[str]:
+        store = open_store(config.store, config.store_timeout, password)
+        try:
+            return await report(
+                config,
+                store,
+                args.method,
+                args.path,
+                token=args.token,
+                as_cookie=args.cookie,
+                host=args.host or "",
+                origin=args.origin,
+                browser=args.browser,
+            )
+        finally:
+            await store.close()
+
+    print("\n".join(asyncio.run(run())))
     return EXIT_OK
 
 
@@ -270,22 +269,6 @@ def _ask_admin(config: Config, command: str, user: str) -> dict[str, Any]:
 
 def _when(moment: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(moment))
-
-
-def _describe(decision: str, on_unauthenticated: str, config: Config) -> str:
-    login = config.login.path
-    return {
-        "public": "forward (public: nothing verified)",
-        "allow": "forward with identity headers",
-        "anonymous": "forward without identity (optional)",
-        "deny": "403 (route denies everyone)",
-        "forbidden": "403 (authenticated, but lacks a required role)",
-        "unauthorized": {
-            "auto": f"302 to {login}?next=... for a browser navigation, else 401 JSON",
-            "redirect": f"302 to {login}?next=...",
-            "status": "401 JSON",
-        }[on_unauthenticated],
-    }[decision]
 
 
 if __name__ == "__main__":

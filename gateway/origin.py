@@ -12,13 +12,15 @@ TLS-terminating proxy the gateway cannot see the scheme the browser used.
 
 from __future__ import annotations
 
-from aiohttp import hdrs, web
+from aiohttp import hdrs
 from yarl import URL
+
+from .view import Asking
 
 SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 
 
-def cross_site(request: web.BaseRequest, cookie_domain: str | None) -> bool:
+def cross_site(request: Asking, cookie_domain: str | None) -> bool:
     source = request.headers.get(hdrs.ORIGIN) or request.headers.get(hdrs.REFERER)
     if source is None:
         return request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site"
@@ -39,7 +41,7 @@ def cross_site(request: web.BaseRequest, cookie_domain: str | None) -> bool:
     return True
 
 
-def navigation_allowed(request: web.BaseRequest, cookie_domain: str | None) -> bool:
+def navigation_allowed(request: Asking, cookie_domain: str | None) -> bool:
     """A GET that changes state (logout): only a same-site or user-typed navigation."""
     fetch_site = request.headers.get("Sec-Fetch-Site", "").lower()
     if fetch_site == "none":  # typed in the address bar or a bookmark

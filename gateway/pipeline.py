@@ -23,14 +23,15 @@ from aiohttp import HttpVersion10, hdrs, web
 from yarl import URL
 
 from . import login, logs, metrics, proxy, responses
-from .auth import NOBODY, Decision, bearer_token, cookie_value, decide, identify, is_ours
+from .auth import bearer_token, is_ours
 from .clientaddr import client_address, forwarded_proto
+from .decision import authorize
 from .errors import BadPath
-from .origin import SAFE_METHODS, cross_site
-from .paths import decoded, normalize
+from .paths import normalize
 from .runtime import Runtime, Snapshot
 from .store import StoreUnavailable
 from .tokens import Principal
+from .view import RequestView
 
 _HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{0,5})?$")
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
@@ -147,36 +148,27 @@ async def _handle(
         outcome.decision, outcome.user = page.decision, page.user
         return _own(page.response, request_id, outcome)
 
-    # matched as the upstream will read it: decoded once (normalization made that safe)
-    route = config.routes.match(request.method, decoded(path))
-    outcome.route = route.label
-    identity = NOBODY
-    set_cookies: proxy.Headers = []  # new session cookies after a refresh, or clearing ones
-    if route.auth in ("required", "optional"):
-        if (
-            (request.method not in SAFE_METHODS or websocket)
-            and _carries_session(request, snapshot)
-            and cross_site(request, config.cookies.domain)
-        ):
-            outcome.decision = "cross_site"
-            return _own(responses.forbidden(request), request_id, outcome)
-        identity = identify(request, snapshot.verifier, config.cookies.access)
-        identity, set_cookies = await snapshot.sessions.authenticate(request, identity)
-    decision: Decision = decide(route, identity)
-    if decision == "unauthorized" and (
-        route.on_unauthenticated == "redirect"
-        or (route.on_unauthenticated == "auto" and responses.wants_html(request))
-    ):
-        decision = "redirect"
-    outcome.decision = decision
+    view = RequestView(
+        method=request.method,
+        raw_path=raw_path,
+        path=path,
+        query=query,
+        host=request.headers.get(hdrs.HOST, ""),
+        scheme=forwarded_proto(request, config.trusted_proxies),
+        client=client_address(request, config.trusted_proxies),
+        headers=request.headers,
+        websocket=websocket,
+    )
+    verdict = await authorize(view, snapshot)
+    decision, identity, set_cookies = verdict.decision, verdict.identity, verdict.set_cookies
+    outcome.route, outcome.decision = verdict.route.label, decision
     if identity.principal is not None:
         outcome.user = identity.principal.subject
 
-    if decision in ("deny", "forbidden"):
+    if decision in ("deny", "forbidden", "cross_site"):
         return _own(responses.forbidden(request), request_id, outcome, set_cookies)
     if decision == "redirect":
-        target = path + ("?" + query if query else "")
-        denial = responses.redirect_to_login(config.login.path, target)
+        denial = responses.redirect_to_login(config.login.path, view.target)
         return _own(denial, request_id, outcome, set_cookies)
     if decision == "unauthorized":
         denial = responses.unauthorized(config.login.path, token_failed=identity.presented)
@@ -193,14 +185,14 @@ async def _handle(
         identity_names=snapshot.identity_names,
         cookie_names=snapshot.cookie_names,
         drop_authorization=_our_bearer(request, snapshot),
-        client=client_address(request, config.trusted_proxies),
+        client=view.client,
         preserve_host=config.preserve_host,
-        proto=forwarded_proto(request, config.trusted_proxies),
+        proto=view.scheme,
     )
     if snapshot.asserter is not None and identity.principal is not None:
         assertion = snapshot.asserter.sign(identity.principal, request.method, path, time.time())
         headers.append((snapshot.asserter.header, assertion))
-    url = URL(snapshot.upstream_base + path + ("?" + query if query else ""), encoded=True)
+    url = URL(snapshot.upstream_base + view.target, encoded=True)
     extra: proxy.Headers = [("X-Request-Id", request_id)]
     if set_cookies:
         # a response carrying session cookies must never sit in a shared cache
@@ -287,12 +279,6 @@ def _bad_handshake(request: web.BaseRequest) -> web.Response | None:
     if request.headers.get(hdrs.SEC_WEBSOCKET_VERSION, "").strip() != "13":
         return responses.upgrade_required(request)
     return None
-
-
-def _carries_session(request: web.BaseRequest, snapshot: Snapshot) -> bool:
-    """Cookies a browser attaches by itself: only those make cross-site requests dangerous."""
-    cookies = snapshot.config.cookies
-    return bool(cookie_value(request, cookies.access) or cookie_value(request, cookies.refresh))
 
 
 async def _session_ended(snapshot: Snapshot, principal: Principal) -> None:

@@ -13,10 +13,12 @@ from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
+from .view import Asking
+
 _NO_STORE = "no-store"
 
 
-def wants_html(request: web.BaseRequest) -> bool:
+def wants_html(request: Asking) -> bool:
     """A browser navigation: GET/HEAD, text/html preferred in Accept, not an XHR."""
     if request.method not in ("GET", "HEAD"):
         return False

@@ -21,16 +21,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import hdrs
 
 from . import cookies, metrics
 from .auth import Identity, cookie_value
-from .clientaddr import client_address
 from .config import Config
 from .credentials import UsersFile
 from .errors import TokenError
 from .store import AccessCheck, Session, Store, digest
 from .tokens import REFRESH, RESERVED_CLAIMS, Issuer, Principal, Verifier, new_id, successor_id
+from .view import Asking, RequestView
 
 security = logging.getLogger("gateway.security")
 
@@ -56,7 +56,6 @@ class Sessions:
         self._cookies = config.cookies
         self._users: UsersFile | None = config.login.users
         self._grace = tokens.refresh_reuse_grace
-        self._trusted = config.trusted_proxies
         # access tokens of a dead family must stay refused as long as any can still verify
         self._deny_for = tokens.access_ttl + tokens.leeway
         self.issuer = (
@@ -71,9 +70,7 @@ class Sessions:
             else None
         )
 
-    async def authenticate(
-        self, request: web.BaseRequest, identity: Identity
-    ) -> tuple[Identity, Headers]:
+    async def authenticate(self, view: RequestView, identity: Identity) -> tuple[Identity, Headers]:
         """Steps 1 and 2 of SPEC 4 after the signature check: revocation, then refresh.
 
         Returns the identity to decide with and the Set-Cookie headers the response
@@ -87,11 +84,10 @@ class Sessions:
             identity = Identity(presented=True, failure="revoked", bearer=identity.bearer)
         if identity.bearer or self.issuer is None:
             return identity, []
-        token = cookie_value(request, self._cookies.refresh)
+        token = cookie_value(view, self._cookies.refresh)
         if token is None:
             return identity, []
-        client = client_address(request, self._trusted)
-        issued = await self.refresh(token, client, _agent(request))
+        issued = await self.refresh(token, view.client, _agent(view))
         if issued is None:
             return Identity(presented=True, failure="refresh refused"), cookies.clearing_cookies(
                 self._cookies
@@ -179,7 +175,7 @@ class Sessions:
         refresh = self.issuer.refresh(subject, family, successor, claims, rotation.rotated_at)
         return self._issue(subject, family, claims, refresh, now, rotation.rotated_at)
 
-    async def end(self, request: web.BaseRequest) -> str | None:
+    async def end(self, request: Asking) -> str | None:
         """Logout: every family the request's cookies name dies, the access jti is denylisted.
 
         Returns the user whose session ended, None when the cookies named no session.
@@ -230,5 +226,5 @@ def _user_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in claims.items() if k not in RESERVED_CLAIMS}
 
 
-def _agent(request: web.BaseRequest) -> str:
+def _agent(request: Asking) -> str:
     return request.headers.get(hdrs.USER_AGENT, "")[:256]

@@ -15,12 +15,15 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.auth import NOBODY, Identity, decide
+from gateway.auth import NOBODY, Identity
 from gateway.config import Config, load
+from gateway.decision import decide
 from gateway.errors import TokenInvalid
 from gateway.routing import Route
 from gateway.tokens import REFRESH, Principal
+from gateway.view import RequestView
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -111,14 +114,17 @@ def _decision_table() -> list[list[str]]:
 
 def _answer(route: Route, identity: Identity, method: str, browser: bool) -> str:
     """The status the gateway gives, as the guide's table writes it."""
-    decision = decide(route, identity)
+    headers = CIMultiDict({"Accept": "text/html"} if browser else {})
+    view = RequestView(
+        method=method, raw_path="/", path="/", query="", host="", scheme="http", client="",
+        headers=CIMultiDictProxy(headers),
+    )  # fmt: skip
+    decision = decide(route, identity, view)
     if decision in ("public", "allow", "anonymous"):
         return "200"
     if decision in ("deny", "forbidden"):
         return "403"
-    navigation = browser and method in ("GET", "HEAD")  # responses.wants_html
-    mode = route.on_unauthenticated
-    return "302" if mode == "redirect" or (mode == "auto" and navigation) else "401"
+    return "302" if decision == "redirect" else "401"
 
 
 def _user(config: Config, name: str) -> Identity:
