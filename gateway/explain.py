@@ -134,7 +134,7 @@ def _describe(verdict: Verdict, config: Config) -> str:
     login = config.login.path
     decision = verdict.decision
     if decision == "unauthorized" and verdict.route.on_unauthenticated == "auto":
-        return f"302 to {login}?next=... for a browser navigation, else 401 JSON"
+        return f"401 JSON (a browser navigation gets 302 to {login}?next=...: see --browser)"
     return {
         "public": "forward (public: nothing verified)",
         "allow": "forward with identity headers",
