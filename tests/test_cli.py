@@ -102,7 +102,7 @@ def test_explain_prints_route_and_decision(tmp_path: Path, secret: str) -> None:
     assert "route:    /admin/:path* (routes[1] line" in anonymous.stdout
     assert "roles:    any of admin" in anonymous.stdout
     assert (
-        "decision: 302 to /login?next=... for a browser navigation, else 401 JSON"
+        "decision: 401 JSON (a browser navigation gets 302 to /login?next=...: see --browser)"
         in anonymous.stdout
     )
     viewer = gateway(
