@@ -134,6 +134,7 @@ def access(
     route: str,
     decision: str,
     upstream_status: int | None,
+    client: str = "",
 ) -> None:
     """One JSON line per request, straight to the buffered stdout, bypassing `logging`.
 
@@ -148,7 +149,8 @@ def access(
     upstream = "null" if upstream_status is None else str(upstream_status)
     _access_sink.write(
         f'{{"time":"{_iso(time.time())}","level":"info","logger":"gateway.access",'
-        f'"msg":"request","request_id":{_q(request_id)},"method":{_q(method)},'
+        f'"msg":"request","request_id":{_q(request_id)},"client":{_q(client)},'
+        f'"method":{_q(method)},'
         f'"path":{_q(path)},"status":{status},"duration_ms":{duration * 1000:.3f},'
         f'"user":{"null" if user is None else _q(user)},"route":{_q(route)},'
         f'"decision":{_q(decision)},"upstream_status":{upstream}}}\n'

@@ -94,6 +94,7 @@ def make_handler(
                 route=outcome.route,
                 decision=outcome.decision,
                 upstream_status=outcome.upstream_status,
+                client=outcome.client or client_address(request, snapshot.config.trusted_proxies),
             )
             metrics.request_done(outcome.route or "(gateway)", outcome.decision, duration)
             logs.REQUEST_ID.set(None)
@@ -106,9 +107,10 @@ def make_handler(
 class _Outcome:
     """What the access log line needs, filled in as the request goes."""
 
-    __slots__ = ("decision", "path", "route", "status", "upstream_status", "user")
+    __slots__ = ("client", "decision", "path", "route", "status", "upstream_status", "user")
 
     def __init__(self) -> None:
+        self.client = ""
         self.path = ""
         self.route = ""
         self.decision = "error"
@@ -159,6 +161,7 @@ async def _handle(
         headers=request.headers,
         websocket=websocket,
     )
+    outcome.client = view.client
     verdict = await authorize(view, snapshot)
     decision, identity, set_cookies = verdict.decision, verdict.identity, verdict.set_cookies
     outcome.route, outcome.decision = verdict.route.label, decision

@@ -241,6 +241,36 @@ REFUSAL_TRACE.on_request_end.append(_keep_refusal)
 REFUSAL_TRACE.freeze()
 
 
+def failed(request: web.BaseRequest, exc: BaseException) -> web.Response:
+    """504 for a timeout, else 502; either way one warning naming the cause, which is what
+    an operator needs to tell a down app from a slow one (never the URL: its query may
+    carry secrets)."""
+    timeout = isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError)
+    log.warning(
+        "upstream timed out: answering 504" if timeout else "upstream failed: answering 502",
+        extra={"cause": _cause(exc), "error": type(exc).__name__},
+    )
+    return responses.gateway_timeout(request) if timeout else responses.bad_gateway(request)
+
+
+def _cause(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "dns"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return "connection refused"
+        return "cannot connect"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "connection closed by the upstream"
+    if isinstance(exc, ConnectionResetError | aiohttp.ClientOSError):
+        return "connection reset"
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        return "malformed response"
+    return "error"
+
+
 async def continue_if_expected(request: web.BaseRequest) -> bool:
     """Answer `Expect: 100-continue` once the request is allowed; False for any other expectation.
 
@@ -277,20 +307,18 @@ async def forward(
         upstream = await session.request(
             request.method, url, headers=headers, data=data, allow_redirects=False, timeout=timeout
         )
-    except (TimeoutError, aiohttp.ServerTimeoutError):
-        return responses.gateway_timeout(request), 0
-    except (aiohttp.ClientError, OSError):
-        return responses.bad_gateway(request), 0
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        return failed(request, exc), 0
+    except (aiohttp.ClientError, OSError) as exc:
+        return failed(request, exc), 0
     try:
         out_headers = response_headers(upstream, extra_headers)
         status, length = upstream.status, upstream.content_length
         if request.method != "HEAD" and length is not None and length <= _BUFFER_LIMIT:
             try:
                 body = await upstream.read()
-            except (TimeoutError, aiohttp.ServerTimeoutError):
-                return responses.gateway_timeout(request), status
-            except (aiohttp.ClientError, OSError):
-                return responses.bad_gateway(request), status
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                return failed(request, exc), status
             buffered = web.Response(
                 status=status, reason=upstream.reason, headers=out_headers, body=body
             )
@@ -364,12 +392,9 @@ async def forward_websocket(
             headers=_returned(upstream_headers, extra_headers),
             body=body,
         ), status
-    except (TimeoutError, aiohttp.ServerTimeoutError):
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         _discard(ended)
-        return responses.gateway_timeout(request), 0
-    except (aiohttp.ClientError, OSError):
-        _discard(ended)
-        return responses.bad_gateway(request), 0
+        return failed(request, exc), 0
     finally:
         _REFUSAL.reset(token)
     client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else ())
