@@ -1,0 +1,81 @@
+"""The first run: ./scripts/run's demo on ports of the user's choosing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import ROOT, free_port
+
+
+def test_the_demo_runs_on_the_ports_it_is_given(secret: str) -> None:
+    port, admin, app = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "JWT_SECRET": secret,
+        "GATEWAY_PORT": str(port),
+        "DEMO_QUIET": "1",
+        "DEMO_SECRET_FILE": ".venv/demo-jwt-secret",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "demo/run.py", "--admin-port", str(admin), "--app-port", str(app)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    ported = ROOT / ".config.demo-ports.yaml"
+    try:
+        assert proc.stdout is not None
+        banner = ""
+        deadline = time.monotonic() + 30
+        while "Ctrl-C stops both." not in banner and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            banner += line
+        assert f"open:     http://127.0.0.1:{port}/dashboard" in banner, banner
+        assert f"admin:    http://127.0.0.1:{admin}/readyz" in banner
+        assert f"(demo app behind it: 127.0.0.1:{app})" in banner
+        assert 'export JWT_SECRET="$(cat .venv/demo-jwt-secret)"' in banner
+        assert ported.exists()
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/whoami", timeout=5)
+            raise AssertionError("expected 401")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as home:
+            assert b"Anonymous" in home.read()  # the demo app answered through the gateway
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert not ported.exists()  # the generated config is removed on exit
+
+
+def test_the_demo_says_which_port_is_taken(secret: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "demo/run.py", "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "JWT_SECRET": secret},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "--port" in result.stderr and "GATEWAY_PORT" in result.stderr
+    assert not Path(ROOT / ".config.demo-ports.yaml").exists()
