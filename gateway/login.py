@@ -20,7 +20,7 @@ from urllib.parse import unquote
 import aiohttp
 from aiohttp import hdrs, web
 
-from . import cookies, metrics, responses
+from . import cookies, logs, metrics, pages, responses
 from .clientaddr import client_address
 from .credentials import MAX_FIELD, CredentialsUnavailable
 from .errors import TokenError
@@ -32,6 +32,10 @@ from .store import Limits
 security = logging.getLogger("gateway.security")
 
 FAILED = "Invalid username or password."
+CROSS_SITE = (
+    "This sign-in came from another site and was refused, to protect you."
+    " Sign in on this page instead."
+)
 _MAX_BODY = 64 * 1024
 # What the login page may do: nothing but show itself and post its form to this origin.
 _PAGE_HEADERS = {
@@ -85,7 +89,13 @@ async def handle(
     if request.method != "POST":
         return Result(responses.method_not_allowed(request, "GET, POST"), "login_method")
     if cross_site(request, snapshot.config.cookies.domain):
-        return Result(responses.forbidden(request), "cross_site")
+        _refused_cross_site(request, "sign-in")
+        if _is_json(request):
+            return Result(responses.cross_site(request), "cross_site")
+        # a person posting the form from another site (or through an ingress that rewrote
+        # Host): the form again, saying why, to sign in from here
+        page = _page(snapshot, request.query.get("next"), status=403, error=CROSS_SITE)
+        return Result(page, "cross_site")
     return await _sign_in(request, snapshot, client)
 
 
@@ -116,7 +126,9 @@ async def _sign_in(
         security.warning(
             "login throttled", extra={"event": "login_throttled", "user": username[:128]}
         )
-        return Result(_too_many(as_json, wait), "login_throttled", username)
+        return Result(
+            _too_many(snapshot, as_json, wait, username, next_path), "login_throttled", username
+        )
     assert snapshot.credentials is not None  # noqa: S101 - handle() checks
     try:
         claims = await snapshot.credentials.check(username, password, client)
@@ -158,11 +170,13 @@ async def _logout(request: web.BaseRequest, snapshot: Snapshot) -> Result:
     config = snapshot.config
     if request.method in ("GET", "HEAD"):
         if not navigation_allowed(request, config.cookies.domain):
-            return Result(responses.forbidden(request), "cross_site")
+            _refused_cross_site(request, "sign-out")
+            return Result(responses.cross_site(request), "cross_site")
     elif request.method != "POST":
         return Result(responses.method_not_allowed(request, "POST, GET"), "logout_method")
     elif cross_site(request, config.cookies.domain):
-        return Result(responses.forbidden(request), "cross_site")
+        _refused_cross_site(request, "sign-out")
+        return Result(responses.cross_site(request), "cross_site")
     user = await snapshot.sessions.end(request)
     if user is not None:
         metrics.LOGOUTS.inc()
@@ -230,6 +244,8 @@ def _page(
         next_path=safe_next(next_path),
         username=username,
         error=error,
+        site=pages.current().title,
+        request_id=logs.REQUEST_ID.get(),
     )
     return web.Response(status=status, text=body, content_type="text/html", headers=_PAGE_HEADERS)
 
@@ -240,17 +256,41 @@ def _failed(snapshot: Snapshot, as_json: bool, username: str, next_path: str) ->
     return _page(snapshot, next_path, status=401, username=username, error=FAILED)
 
 
-def _too_many(as_json: bool, wait: float) -> web.Response:
+def _refused_cross_site(request: web.BaseRequest, what: str) -> None:
+    """Names what did not match: usually an ingress that rewrote Host, or a real attack."""
+    origin = request.headers.get(hdrs.ORIGIN) or request.headers.get(hdrs.REFERER) or ""
+    security.warning(
+        f"{what} refused as cross-site: its Origin is not the Host it was sent to",
+        extra={
+            "event": "cross_site",
+            "origin": origin[:200],
+            "host": request.headers.get(hdrs.HOST, "")[:200],
+            "hint": "behind a proxy, forward the browser's Host (proxy_set_header Host $host)",
+        },
+    )
+
+
+def wait_in_words(seconds: float) -> str:
+    """`Retry-After` for people: "about 14 minutes", "30 seconds"."""
+    seconds = max(1, math.ceil(seconds))
+    if seconds < 60:
+        return f"{seconds} second{'s' * (seconds != 1)}"
+    minutes = math.ceil(seconds / 60)
+    if minutes < 60:
+        return f"about {minutes} minute{'s' * (minutes != 1)}"
+    hours = math.ceil(minutes / 60)
+    return f"about {hours} hour{'s' * (hours != 1)}"
+
+
+def _too_many(
+    snapshot: Snapshot, as_json: bool, wait: float, username: str, next_path: str
+) -> web.Response:
     seconds = str(max(1, math.ceil(wait)))
-    message = "Too many failed sign-in attempts. Try again later."
+    message = f"Too many failed sign-in attempts. Wait {wait_in_words(wait)}, then try again."
     response = (
         _json(429, {"error": "too_many_attempts", "message": message, "retry_after": int(seconds)})
         if as_json
-        else web.Response(
-            status=429,
-            text=f"<!doctype html><title>429</title><p>{message}</p>\n",
-            content_type="text/html",
-        )
+        else _page(snapshot, next_path, status=429, username=username, error=message)
     )
     response.headers[hdrs.RETRY_AFTER] = seconds
     response.headers[hdrs.CACHE_CONTROL] = "no-store"

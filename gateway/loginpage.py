@@ -2,7 +2,8 @@
 
 A replacement template gets the same variables as the built-in one: `action`
 (where the form posts), `next` (the hidden field), `username` (kept after a
-failure) and `error` (the generic message, or empty). Every variable is
+failure), `error` (the message, or empty), `site` (`pages.title`, or none)
+and `request_id`. Every variable is
 escaped, so a `next` or username full of markup stays text; only a template
 that says `|safe` or `{% autoescape false %}` opts out, and it should not.
 """
@@ -15,12 +16,17 @@ import jinja2
 
 from .errors import ConfigProblem
 
-_BUILT_IN = Path(__file__).with_name("templates") / "login.html"
+BUILT_IN = Path(__file__).with_name("templates")
 
 
-def _environment(directory: Path) -> jinja2.Environment:
+def environment(directory: Path | None) -> jinja2.Environment:
+    """Templates from `directory` first, then the built-in ones: a replacement page may
+    `{% extends "base.html" %}` to keep the gateway's look, or stand alone."""
+    loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(BUILT_IN)]
+    if directory is not None:
+        loaders.insert(0, jinja2.FileSystemLoader(directory))
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(directory),
+        loader=jinja2.ChoiceLoader(loaders),
         autoescape=True,
         undefined=jinja2.ChainableUndefined,
         auto_reload=False,
@@ -29,11 +35,29 @@ def _environment(directory: Path) -> jinja2.Environment:
 
 class LoginPage:
     def __init__(self, template: Path | None = None) -> None:
-        path = template or _BUILT_IN
-        self._template = _environment(path.parent).get_template(path.name)
+        if template is None:
+            self._template = environment(None).get_template("login.html")
+        else:
+            self._template = environment(template.parent).get_template(template.name)
 
-    def render(self, *, action: str, next_path: str, username: str = "", error: str = "") -> str:
-        return self._template.render(action=action, next=next_path, username=username, error=error)
+    def render(
+        self,
+        *,
+        action: str,
+        next_path: str,
+        username: str = "",
+        error: str = "",
+        site: str | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        return self._template.render(
+            action=action,
+            next=next_path,
+            username=username,
+            error=error,
+            site=site,
+            request_id=request_id,
+        )
 
 
 def check_template(path: Path) -> list[ConfigProblem]:

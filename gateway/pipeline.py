@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import HttpVersion10, hdrs, web
 from yarl import URL
 
-from . import login, logs, metrics, proxy, responses
-from .auth import bearer_token, is_ours
+from . import login, logs, metrics, pages, proxy, responses
+from .auth import Identity, bearer_token, is_ours
 from .clientaddr import client_address, forwarded_proto
 from .decision import authorize
 from .errors import BadPath
@@ -168,8 +168,13 @@ async def _handle(
     if identity.principal is not None:
         outcome.user = identity.principal.subject
 
-    if decision in ("deny", "forbidden", "cross_site"):
+    if decision == "cross_site":
+        return _own(responses.cross_site(request), request_id, outcome, set_cookies)
+    if decision == "deny":
         return _own(responses.forbidden(request), request_id, outcome, set_cookies)
+    if decision == "forbidden":
+        who = _who(identity, snapshot, view)
+        return _own(responses.forbidden(request, who), request_id, outcome, set_cookies)
     if decision == "redirect":
         denial = responses.redirect_to_login(config.login.path, view.target)
         return _own(denial, request_id, outcome, set_cookies)
@@ -239,6 +244,21 @@ def _own(
         response.headers.add(name, value)
     outcome.status = response.status
     return response
+
+
+def _who(identity: Identity, snapshot: Snapshot, view: RequestView) -> pages.Who | None:
+    """A signed-in user refused for a role: offered to sign out or in as someone else."""
+    if identity.principal is None:
+        return None
+    signs_in = snapshot.credentials is not None
+    login = snapshot.config.login
+    return pages.Who(
+        user=identity.principal.subject,
+        # a bearer token cannot be signed out of by a form
+        logout_path=login.logout_path if signs_in and not identity.bearer else None,
+        login_path=login.path if signs_in else None,
+        next_path=view.target,
+    )
 
 
 def _malformed(request: web.BaseRequest) -> str | None:

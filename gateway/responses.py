@@ -1,6 +1,6 @@
 """The gateway's own answers: redirect to login, 400/401/403/404/502/504.
 
-Short bodies, JSON for programs and a line of HTML for people, never a
+Short bodies, JSON for programs and a page for people (pages.py), never a
 traceback. Every one is `no-store` so a shared cache never keeps a denial
 (or a redirect) that belongs to one client.
 """
@@ -8,11 +8,11 @@ traceback. Every one is `no-store` so a shared cache never keeps a denial
 from __future__ import annotations
 
 import json
-from html import escape
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
+from . import logs, pages
 from .view import Asking
 
 _NO_STORE = "no-store"
@@ -48,10 +48,20 @@ def _prefers_html(accept: str) -> bool:
     return best_html and best_q > 0
 
 
-def _answer(request: web.BaseRequest, status: int, code: str, text: str) -> web.Response:
+def _answer(
+    request: web.BaseRequest,
+    status: int,
+    code: str,
+    text: str,
+    who: pages.Who | None = None,
+    page: str | None = None,
+) -> web.Response:
+    """`text` for programs (JSON, kept stable); `page` (default `text`) for people."""
     if wants_html(request):
-        body = f"<!doctype html><title>{status}</title><p>{escape(text)}</p>\n"
-        response = web.Response(status=status, text=body, content_type="text/html")
+        body = pages.current().error(status, page or text, logs.REQUEST_ID.get(), who)
+        response = web.Response(
+            status=status, text=body, content_type="text/html", headers=pages.HEADERS
+        )
     else:
         response = web.Response(
             status=status,
@@ -66,16 +76,29 @@ def bad_request(request: web.BaseRequest, why: str) -> web.Response:
     return _answer(request, 400, "bad_request", f"Bad request: {why}.")
 
 
-def forbidden(request: web.BaseRequest) -> web.Response:
-    return _answer(request, 403, "forbidden", "You do not have access to this page.")
+def forbidden(request: web.BaseRequest, who: pages.Who | None = None) -> web.Response:
+    text = "You do not have access to this page."
+    page = text + (" Sign in as someone who has, or ask for access." if who else "")
+    return _answer(request, 403, "forbidden", text, who, page)
+
+
+def cross_site(request: web.BaseRequest) -> web.Response:
+    return _answer(
+        request,
+        403,
+        "cross_site",
+        "This request came from another site and was refused, to protect your session."
+        " Go back to the application and try again from its own pages.",
+    )
 
 
 def not_found(request: web.BaseRequest) -> web.Response:
-    return _answer(request, 404, "not_found", "Not found.")
+    return _answer(request, 404, "not_found", "Not found.", page="There is nothing here.")
 
 
 def method_not_allowed(request: web.BaseRequest, allow: str) -> web.Response:
-    response = _answer(request, 405, "method_not_allowed", "Method not allowed.")
+    page = "This address does not take that kind of request."
+    response = _answer(request, 405, "method_not_allowed", "Method not allowed.", page=page)
     response.headers[hdrs.ALLOW] = allow
     return response
 
@@ -101,11 +124,25 @@ def expectation_failed(request: web.BaseRequest) -> web.Response:
 
 
 def bad_gateway(request: web.BaseRequest) -> web.Response:
-    return _answer(request, 502, "bad_gateway", "The application is not reachable.")
+    return _answer(
+        request,
+        502,
+        "bad_gateway",
+        "The application is not reachable.",
+        page="The application is not reachable. Try again in a moment; if it lasts, tell"
+        " the people who run it, with the request id below.",
+    )
 
 
 def gateway_timeout(request: web.BaseRequest) -> web.Response:
-    return _answer(request, 504, "gateway_timeout", "The application did not answer in time.")
+    return _answer(
+        request,
+        504,
+        "gateway_timeout",
+        "The application did not answer in time.",
+        page="The application did not answer in time. Try again; if it lasts, tell the"
+        " people who run it, with the request id below.",
+    )
 
 
 def redirect_to_login(login_path: str, target: str) -> web.Response:
