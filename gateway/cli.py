@@ -148,7 +148,7 @@ def _check(path: str) -> int:
 
 def _explain(path: str, args: argparse.Namespace) -> int:
     from .explain import report
-    from .store import open_store
+    from .stores import open_store
 
     config = _load_or_report(path)
     if config is None:

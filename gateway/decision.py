@@ -70,11 +70,18 @@ def refused_cross_site(route: Route, view: RequestView, snapshot: Snapshot) -> b
     return cross_site(view, cookies.domain)
 
 
-async def authorize(view: RequestView, snapshot: Snapshot) -> Verdict:
+def route_of(view: RequestView, snapshot: Snapshot) -> Route:
+    """Matched as the upstream will read the path: decoded once (normalization made that safe)."""
+    return snapshot.config.routes.match(view.method, decoded(view.path))
+
+
+async def authorize(view: RequestView, snapshot: Snapshot, route: Route | None = None) -> Verdict:
     """Route, cross-site rule, credentials, revocation and refresh (one store round trip),
-    then `decide`. Raises StoreUnavailable: the door answers 503, never lets it pass."""
+    then `decide`. Raises StoreUnavailable: the door answers 503, never lets it pass.
+    `route`: already matched by the door (to log it even when the store fails)."""
     config = snapshot.config
-    route = config.routes.match(view.method, decoded(view.path))  # as the upstream reads it
+    if route is None:
+        route = route_of(view, snapshot)
     if route.auth not in ("required", "optional"):
         return Verdict(decide(route, NOBODY, view), route)
     if refused_cross_site(route, view, snapshot):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from .store import AccessCheck, Limits, Rotation, Session
@@ -27,16 +28,19 @@ class _Family:
 
 
 class MemoryStore:
-    def __init__(self) -> None:
+    """`clock` is what expiry is measured by: tests advance their own instead of sleeping."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
         self._families: dict[str, _Family] = {}
         self._by_user: dict[str, set[str]] = {}
         self._marks: dict[str, float] = {}  # key -> expiry: deny:{jti}, dead:{family}
         self._cutoffs: dict[str, tuple[float, float]] = {}  # subject -> (cut-off, expiry)
         self._failures: dict[str, tuple[int, float]] = {}  # key -> (count, window end)
-        self._swept = time.time()
+        self._swept = self._clock()
 
     async def access_revoked(self, check: AccessCheck) -> bool:
-        now = time.time()
+        now = self._clock()
         if self._marks.get("deny:" + check.jti, 0) > now:
             return True
         if check.family and self._marks.get("dead:" + check.family, 0) > now:
@@ -45,7 +49,7 @@ class MemoryStore:
         return expires > now and check.issued_at < cutoff
 
     async def create_family(self, session: Session, token_digest: str, ttl: float) -> None:
-        now = time.time()
+        now = self._clock()
         self._sweep(now)
         self._families[session.family] = _Family(session, token_digest, "", 0.0, now + ttl)
         self._by_user.setdefault(session.subject, set()).add(session.family)
@@ -80,7 +84,7 @@ class MemoryStore:
         return Rotation("reuse")
 
     async def end_family(self, family: str, subject: str, jti: str | None, deny_for: float) -> None:
-        until = time.time() + deny_for
+        until = self._clock() + deny_for
         self._kill(family, until)
         if jti:
             self._marks["deny:" + jti] = until
@@ -94,13 +98,13 @@ class MemoryStore:
         return len(live)
 
     async def sessions(self, subject: str) -> list[Session]:
-        now = time.time()
+        now = self._clock()
         found = [self._live_family(f, now) for f in sorted(self._by_user.get(subject, ()))]
         return [f.session for f in found if f is not None]
 
     async def attempt(self, username: str, client: str, limits: Limits) -> float:
         # no await in here: check and count are one step for this event loop
-        now = time.time()
+        now = self._clock()
         keys = _failure_keys(username, client, limits)
         wait = 0.0
         for key, limit in keys:

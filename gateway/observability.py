@@ -163,3 +163,8 @@ def create_admin_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/sessions", list_sessions)
     app.router.add_post("/sessions/revoke", revoke)
     return app
+
+
+def admin_runner(runtime: Runtime) -> web.AppRunner:
+    """The admin app's runner, for the process that holds the admin listener."""
+    return web.AppRunner(create_admin_app(runtime), access_log=None, shutdown_timeout=1.0)

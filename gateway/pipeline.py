@@ -25,7 +25,7 @@ from yarl import URL
 from . import login, logs, metrics, pages, proxy, responses
 from .auth import Identity, bearer_token, is_ours
 from .clientaddr import client_address, forwarded_proto
-from .decision import authorize
+from .decision import authorize, route_of
 from .errors import BadPath
 from .paths import normalize
 from .runtime import Runtime, Snapshot
@@ -162,7 +162,9 @@ async def _handle(
         websocket=websocket,
     )
     outcome.client = view.client
-    verdict = await authorize(view, snapshot)
+    route = route_of(view, snapshot)
+    outcome.route = route.label  # also when the store fails below
+    verdict = await authorize(view, snapshot, route)
     decision, identity, set_cookies = verdict.decision, verdict.identity, verdict.set_cookies
     outcome.route, outcome.decision = verdict.route.label, decision
     if identity.principal is not None:

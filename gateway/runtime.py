@@ -1,4 +1,5 @@
-"""Reloadable state: one immutable Snapshot inside a mutable Runtime.
+"""Reloadable state: one immutable Snapshot inside a mutable Runtime, and the
+Lifetime of the process that holds them.
 
 The aiohttp app freezes at startup, so a reload swaps the snapshot, never
 mutates it; a request reads `runtime.snapshot` once and uses that one
@@ -7,19 +8,26 @@ consistently to the end, even if a reload lands meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 import aiohttp
 from aiohttp import hdrs, web
 
-from . import metrics, proxy
+from . import logs, metrics, proxy
 from .assertion import Asserter
 from .config import Config
 from .credentials import UsersFile, VerifyUrl
 from .loginpage import LoginPage
 from .sessions import Sessions
-from .store import Store, open_store
+from .store import Store
+from .stores import open_store
 from .tokens import Verifier
 
 
@@ -89,14 +97,14 @@ class Runtime:
     @property
     def client(self) -> aiohttp.ClientSession:
         if self._client is None:
-            raise RuntimeError("the upstream client is opened by the app's cleanup context")
+            raise RuntimeError("the upstream client is not open: Runtime.open_client opens it")
         return self._client
 
     @property
     def ws_client(self) -> aiohttp.ClientSession:
         """WebSocket handshakes: the same pool, plus a hook that keeps a refusal's body."""
         if self._ws_client is None:
-            raise RuntimeError("the upstream client is opened by the app's cleanup context")
+            raise RuntimeError("the upstream client is not open: Runtime.open_client opens it")
         return self._ws_client
 
     @property
@@ -140,3 +148,90 @@ def _session(
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
+
+R = TypeVar("R", bound=web.BaseRunner)
+
+
+class Lifetime:
+    """One process from start to stop, the same for `serve` and `supervise`.
+
+    What the process opens is entered here and closed in reverse order on every path,
+    a failure half-way through starting included: the listeners, the tasks spawned,
+    the signal handlers, the runtime (its clients and store connections). SIGTERM and
+    SIGINT end `until_stopped`; SIGHUP calls `reload`.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        reload: Callable[[str], Coroutine[Any, Any, object]],
+        log: logging.Logger,
+    ) -> None:
+        self._runtime = runtime
+        self.stop = asyncio.Event()
+        self._reload = reload
+        self._log = log
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> Self:
+        loop = asyncio.get_running_loop()
+        async with AsyncExitStack() as stack:
+            stack.callback(self._stopped)
+            stack.push_async_callback(self._runtime.close)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop.set)
+                stack.callback(loop.remove_signal_handler, sig)
+            loop.add_signal_handler(signal.SIGHUP, lambda: self.spawn(self._reload("SIGHUP")))
+            stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+            stack.push_async_callback(self.cancel_tasks)
+            self.spawn(_flush_logs_every(0.5))
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        return await self._stack.__aexit__(kind, exc, traceback)
+
+    async def listen(self, runner: R, host: str, port: int, *, reuse_port: bool = False) -> R:
+        """`runner` set up and accepting on host:port, until the way out."""
+        self._stack.push_async_callback(runner.cleanup)  # safe on a runner never set up
+        await runner.setup()
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
+        return runner
+
+    def on_exit(self, callback: Callable[[], Coroutine[Any, Any, object]]) -> None:
+        """`callback` awaited on the way out, before what was opened earlier is closed."""
+        self._stack.push_async_callback(callback)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """A task that lives until the stop, kept referenced so the loop cannot drop it."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def until_stopped(self) -> float:
+        """Until SIGTERM or SIGINT; then /readyz says draining. The drain timeout is read
+        at that moment, so a reload can change it."""
+        await self.stop.wait()
+        self._runtime.draining = True
+        return self._runtime.snapshot.config.drain_timeout
+
+    def _stopped(self) -> None:
+        self._log.info("stopped")
+        logs.flush()
+
+
+async def _flush_logs_every(seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        logs.flush()

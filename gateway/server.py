@@ -1,4 +1,4 @@
-"""One gateway process: the public listener, the admin listener, signals, reload, drain.
+"""One gateway process: the public listener, the admin listener, reload, drain.
 
 SIGTERM/SIGINT: stop accepting, let in-flight requests finish within
 `drain_timeout` (read at that moment, so a reload can change it), exit 0.
@@ -15,21 +15,16 @@ import asyncio
 import gc
 import logging
 import os
-import signal
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from aiohttp import web
 
-from . import logs
 from .app import create_server
 from .config import Config, load
-from .observability import create_admin_app
+from .observability import admin_runner
 from .reload import Reloader
-from .runtime import Runtime
-
-if TYPE_CHECKING:
-    from .supervisor import WorkerRole
+from .runtime import Lifetime, Runtime
+from .supervisor import WorkerRole, supervise
 
 log = logging.getLogger("gateway.server")
 
@@ -47,47 +42,12 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def run(config: Config, worker: WorkerRole | None = None) -> None:
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         if config.workers > 1 and worker is None:
-            from .supervisor import supervise
-
             runner.run(supervise(config))
         else:
             runner.run(serve(config, worker=worker))
 
 
-class Background:
-    """Tasks that live until shutdown; kept referenced so the loop cannot drop them."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def cancel(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def handle_signals(reloader: Reloader) -> tuple[asyncio.Event, Background]:
-    """SIGTERM/SIGINT set the returned event; SIGHUP reloads in the returned background."""
-    stop = asyncio.Event()
-    background = Background()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: background.spawn(reloader.reload("SIGHUP")))
-    return stop, background
-
-
-async def serve(
-    config: Config,
-    ready: Callable[[], Any] | None = None,
-    *,
-    worker: WorkerRole | None = None,
-) -> None:
+async def serve(config: Config, *, worker: WorkerRole | None = None) -> None:
     runtime = Runtime(config)
     reloader = (
         Reloader(runtime)
@@ -97,20 +57,18 @@ async def serve(
             runtime, counted=False, loader=lambda path: load(path, worker.config_file.read_text())
         )
     )
-    public = web.ServerRunner(create_server(runtime))
-    admin = None
-    if worker is None:
-        admin = web.AppRunner(create_admin_app(runtime), access_log=None, shutdown_timeout=1.0)
-    stop, background = handle_signals(reloader)
-    runtime.open_client()
-    await public.setup()
-    if admin is not None:
-        await admin.setup()
-    try:
+    async with Lifetime(runtime, reloader.reload, log) as life:
+        runtime.open_client()
         port = worker.port if worker else config.listen.port
-        await web.TCPSite(public, config.listen.host, port, reuse_port=worker is not None).start()
-        if admin is not None:
-            await web.TCPSite(admin, config.admin_listen.host, config.admin_listen.port).start()
+        public = await life.listen(
+            web.ServerRunner(create_server(runtime)),
+            config.listen.host,
+            port,
+            reuse_port=worker is not None,
+        )
+        if worker is None:
+            admin = config.admin_listen
+            await life.listen(admin_runner(runtime), admin.host, admin.port)
         log.info(
             "listening",
             extra={
@@ -125,26 +83,14 @@ async def serve(
         # as the process: keep it out of every future garbage collection pass.
         gc.freeze()
         if worker is None:
-            background.spawn(reloader.watch())
+            life.spawn(reloader.watch())
         else:
             worker.ready_file.touch()
-            background.spawn(_stop_when_orphaned(worker.parent, stop))
-        if ready is not None:
-            ready()
-        background.spawn(flush_logs_every(0.5))
-        await stop.wait()
-        runtime.draining = True
-        drain = runtime.snapshot.config.drain_timeout
+            life.spawn(_stop_when_orphaned(worker.parent, life.stop))
+        drain = await life.until_stopped()
         log.info("stopping: draining in-flight requests", extra={"drain_timeout": drain})
-        await background.cancel()
+        await life.cancel_tasks()
         await _drain(public, drain)
-    finally:
-        await public.cleanup()
-        if admin is not None:
-            await admin.cleanup()
-        await runtime.close()
-        log.info("stopped")
-        logs.flush()
 
 
 async def _drain(runner: web.ServerRunner, timeout: float) -> None:
@@ -166,9 +112,3 @@ async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(1)
     log.error("supervisor is gone: stopping")
     stop.set()
-
-
-async def flush_logs_every(seconds: float) -> None:
-    while True:
-        await asyncio.sleep(seconds)
-        logs.flush()

@@ -2,8 +2,9 @@
 
 The store holds only what must be shared and revocable: refresh-token families
 (as SHA-256 digests of token ids, never a token), the access-token denylist,
-per-user cut-offs and login-failure counters. Everything carries a TTL, so a
-store left alone for `refresh_ttl` is empty. Each operation a request needs is
+per-user cut-offs and login-failure counters. Everything but a revoked user's
+cut-off carries a TTL, so a store left alone for `refresh_ttl` holds nothing
+else. Each operation a request needs is
 one call, so with Redis it is one round trip; the operations that must be
 atomic across replicas (rotation, reuse detection, revocation, failure
 counting) are single Lua scripts there.
@@ -14,8 +15,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from typing import Literal, Protocol
-
-from yarl import URL
 
 
 class StoreUnavailable(Exception):
@@ -106,7 +105,7 @@ class Store(Protocol):
         else 0 and the attempt is counted as a failure in advance.
 
         Check and count in one step, so parallel guesses cannot all pass the check
-        before any of them is counted; `succeeded` takes the count back.
+        before any of them is counted; `take_back` takes the count back.
         """
 
     async def take_back(self, username: str, client: str, *, success: bool) -> None:
@@ -122,14 +121,3 @@ class Store(Protocol):
 def digest(value: str) -> str:
     """SHA-256 of a token id: what the store keeps instead of the token."""
     return hashlib.sha256(value.encode()).hexdigest()
-
-
-def open_store(url: URL, timeout: float, password: str | None = None) -> Store:
-    """The store named by the config; nothing connects until the first call."""
-    if url.scheme == "memory":
-        from .memory_store import MemoryStore
-
-        return MemoryStore()
-    from .redis_store import RedisStore
-
-    return RedisStore(url, timeout, password)

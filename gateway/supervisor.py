@@ -19,7 +19,6 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -27,15 +26,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
 from prometheus_client import multiprocess
 
-from . import logs, metrics
+from . import metrics
 from .config import Config, Listen
-from .observability import create_admin_app
+from .observability import admin_runner
 from .reload import Reloader
-from .runtime import Runtime
-from .server import Background, flush_logs_every, handle_signals
+from .runtime import Lifetime, Runtime
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -70,51 +67,42 @@ def worker_role() -> WorkerRole | None:
 
 
 async def supervise(config: Config) -> None:
-    reservation = _reserve(config.listen)  # first: a taken port leaves nothing behind
-    directory = Path(tempfile.mkdtemp(prefix="gateway-"))
-    metrics_directory = directory / "metrics"
-    metrics_directory.mkdir()
-    runtime = Runtime(config)
-    runtime.workers_directory = str(metrics_directory)
-    pool = WorkerPool(config, reservation.getsockname()[1], directory, metrics_directory)
-    runtime.workers_ready = pool.all_ready
-    _write_config(directory, config.text)
+    with (
+        _reserve(config.listen) as reservation,  # first: a taken port leaves nothing behind
+        tempfile.TemporaryDirectory(prefix="gateway-", ignore_cleanup_errors=True) as name,
+    ):
+        directory = Path(name)
+        metrics_directory = directory / "metrics"
+        metrics_directory.mkdir()
+        runtime = Runtime(config)
+        runtime.workers_directory = str(metrics_directory)
+        pool = WorkerPool(config, reservation.getsockname()[1], directory, metrics_directory)
+        runtime.workers_ready = pool.all_ready
+        _write_config(directory, config.text)
 
-    def applied(new: Config) -> None:
-        _write_config(directory, new.text)
-        pool.signal(signal.SIGHUP)
+        def applied(new: Config) -> None:
+            _write_config(directory, new.text)
+            pool.signal(signal.SIGHUP)
 
-    reloader = Reloader(runtime, applied=applied)
-    admin = web.AppRunner(create_admin_app(runtime), access_log=None, shutdown_timeout=1.0)
-    stop, background = handle_signals(reloader)
-    await admin.setup()
-    try:
-        await web.TCPSite(admin, config.admin_listen.host, config.admin_listen.port).start()
-        pool.start(background)
-        background.spawn(reloader.watch())
-        background.spawn(flush_logs_every(0.5))
-        log.info(
-            "supervising workers",
-            extra={
-                "workers": config.workers,
-                "listen": str(config.listen),
-                "admin_listen": str(config.admin_listen),
-                "config": str(config.source),
-            },
-        )
-        await stop.wait()
-        runtime.draining = True
-        drain = runtime.snapshot.config.drain_timeout
-        log.info("stopping: workers drain", extra={"drain_timeout": drain})
-        await pool.stop(drain + 5)
-        await background.cancel()
-    finally:
-        await admin.cleanup()
-        await runtime.close()
-        reservation.close()
-        shutil.rmtree(directory, ignore_errors=True)
-        log.info("stopped")
-        logs.flush()
+        reloader = Reloader(runtime, applied=applied)
+        async with Lifetime(runtime, reloader.reload, log) as life:
+            admin = config.admin_listen
+            await life.listen(admin_runner(runtime), admin.host, admin.port)
+            pool.start(life)
+            # on every way out, with the drain timeout of that moment
+            life.on_exit(lambda: pool.stop(runtime.snapshot.config.drain_timeout + 5))
+            life.spawn(reloader.watch())
+            log.info(
+                "supervising workers",
+                extra={
+                    "workers": config.workers,
+                    "listen": str(config.listen),
+                    "admin_listen": str(config.admin_listen),
+                    "config": str(config.source),
+                },
+            )
+            drain = await life.until_stopped()
+            log.info("stopping: workers drain", extra={"drain_timeout": drain})
 
 
 class WorkerPool:
@@ -127,9 +115,9 @@ class WorkerPool:
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._stopping = False
 
-    def start(self, background: Background) -> None:
+    def start(self, life: Lifetime) -> None:
         for number in range(1, self._count + 1):
-            background.spawn(self._keep(number))
+            life.spawn(self._keep(number))
 
     def all_ready(self) -> bool:
         return len(self._procs) == self._count and all(

@@ -8,10 +8,15 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
+import pytest
 
-from tests.conftest import GatewayProcess, config_text, log_lines
+from gateway.config import load
+from gateway.runtime import Runtime
+from gateway.server import serve
+from tests.conftest import GatewayProcess, config_text, free_port, log_lines, write_config
 
 Spawn = Callable[..., GatewayProcess]
 SLOW_PUBLIC = "routes:\n  - path: /slow\n    auth: public\ndefault: required\n"
@@ -78,3 +83,33 @@ async def test_drain_timeout_bounds_the_wait(spawn_gateway: Spawn, upstream_url:
             assert response.status != 200  # cut, never a made-up success
         except aiohttp.ClientError:
             pass  # the connection was closed under it: what the client sees
+
+
+async def test_a_start_that_fails_half_way_gives_back_what_it_opened(
+    tmp_path: Path, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The public listener is up when the admin port turns out to be taken: serve raises,
+    and the public port, the runtime (upstream client, store) and the signal handlers are
+    given back, the tasks it started stopped."""
+    closed: list[Runtime] = []
+    close = Runtime.close
+
+    async def counted_close(runtime: Runtime) -> None:
+        closed.append(runtime)
+        await close(runtime)
+
+    monkeypatch.setattr(Runtime, "close", counted_close)
+    public = free_port()
+    before = asyncio.all_tasks()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        text = config_text("http://127.0.0.1:9").replace("127.0.0.1:0", f"127.0.0.1:{public}")
+        text = text.replace("127.0.0.1:1", f"127.0.0.1:{taken.getsockname()[1]}")
+        with pytest.raises(OSError):
+            await serve(load(write_config(tmp_path, text)))
+    assert len(closed) == 1 and not closed[0].has_client
+    assert not _accepts(f"http://127.0.0.1:{public}")
+    assert asyncio.all_tasks() == before
+    loop = asyncio.get_running_loop()
+    assert not any(loop.remove_signal_handler(s) for s in (signal.SIGTERM, signal.SIGHUP))

@@ -1,4 +1,9 @@
-"""One contract, two stores: memory:// and a real Redis server behave the same."""
+"""One contract, two stores: memory:// and a real Redis server behave the same.
+
+Time in these tests is a `Clock`: the memory store reads the clock it was given,
+so its TTL cases move that clock on without sleeping; Redis expires keys on its
+own, so its cases wait for real, as briefly as the case allows.
+"""
 
 from __future__ import annotations
 
@@ -11,36 +16,92 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from gateway.store import AccessCheck, Limits, Session, Store, StoreUnavailable, open_store
+from gateway.memory_store import MemoryStore
+from gateway.redis_store import RedisStore
+from gateway.store import AccessCheck, Limits, Rotation, Session, Store, StoreUnavailable
+from gateway.stores import open_store
 from tests.redis_server import RedisServer
+
+EXPIRES = 0.5  # a TTL short enough to wait out on Redis, long enough to read before it ends
+
+
+class Clock:
+    """The wall clock, moved on at once where the store reads this clock (memory), or
+    waited out in real time where the store keeps its own (Redis)."""
+
+    def __init__(self, *, fake: bool) -> None:
+        self._fake = fake
+        self._ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self._ahead
+
+    async def advance(self, seconds: float) -> None:
+        if self._fake:
+            self._ahead += seconds
+        else:
+            await asyncio.sleep(seconds)
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
-    opened = open_store(URL(url), timeout=1.0)
-    yield opened
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Store, Clock]]:
+    if request.param == "memory":
+        clock = Clock(fake=True)
+        opened: Store = MemoryStore(clock=clock)
+    else:
+        clock = Clock(fake=False)
+        opened = open_store(URL(request.getfixturevalue("redis_url")), timeout=1.0)
+    yield opened, clock
     await opened.close()
+
+
+@pytest.fixture
+def store(backend: tuple[Store, Clock]) -> Store:
+    return backend[0]
+
+
+@pytest.fixture
+def clock(backend: tuple[Store, Clock]) -> Clock:
+    return backend[1]
+
+
+async def test_each_scheme_opens_its_store() -> None:
+    for url, kind in [
+        ("memory://", MemoryStore),
+        ("redis://127.0.0.1:1/0", RedisStore),
+        ("rediss://127.0.0.1:1/0", RedisStore),
+    ]:
+        opened = open_store(URL(url), timeout=1.0)
+        assert isinstance(opened, kind)
+        await opened.close()  # nothing was connected
+    with pytest.raises(ValueError, match="no store for mongodb://"):
+        open_store(URL("mongodb://127.0.0.1/0"), timeout=1.0)
 
 
 def _user() -> str:
     return f"user-{uuid.uuid4().hex[:8]}"  # a fresh user per test keeps a shared Redis clean
 
 
-async def _login(store: Store, user: str, digest: str = "d0", family: str | None = None) -> str:
-    family = family or uuid.uuid4().hex
+async def _login(store: Store, user: str) -> str:
+    family = uuid.uuid4().hex
     now = time.time()
-    await store.create_family(Session(family, user, now, now, "127.0.0.1", "ua/1"), digest, 60)
+    await store.create_family(Session(family, user, now, now, "127.0.0.1", "ua/1"), "d0", 60)
     return family
 
 
 async def _rotate(
-    store: Store, family: str, user: str, presented: str, successor: str, **kw: float
-):  # type: ignore[no-untyped-def]
-    options = {"now": time.time(), "grace": 10.0, "ttl": 60.0, "revoked_for": 60.0} | kw
+    store: Store,
+    family: str,
+    user: str,
+    presented: str,
+    successor: str,
+    *,
+    now: float | None = None,
+) -> Rotation:
     return await store.rotate(
-        family, user, presented, successor, client="127.0.0.2", user_agent="ua/2", **options
-    )
+        family, user, presented, successor, now=time.time() if now is None else now,
+        grace=10.0, ttl=60.0, client="127.0.0.2", user_agent="ua/2", revoked_for=60.0,
+    )  # fmt: skip
 
 
 async def test_rotation_moves_the_family_forward(store: Store) -> None:
@@ -116,39 +177,38 @@ async def test_revoke_user_ends_every_session_and_cuts_off_older_tokens(store: S
     user, bystander = _user(), _user()
     families = [await _login(store, user) for _ in range(3)]
     kept = await _login(store, bystander)
-    before = time.time()
-    await asyncio.sleep(0.01)
-    assert await store.revoke_user(user, time.time(), 60) == 3
+    revoked_at = time.time()
+    assert await store.revoke_user(user, revoked_at, 60) == 3
     for family in families:
         assert (await _rotate(store, family, user, "d0", "d1")).outcome == "missing"
-    assert await store.access_revoked(AccessCheck("j", user, "", before))
-    assert not await store.access_revoked(AccessCheck("j", user, "", time.time() + 1))
-    assert not await store.access_revoked(AccessCheck("j", bystander, kept, before))
+    assert await store.access_revoked(AccessCheck("j", user, "", revoked_at - 0.01))
+    assert not await store.access_revoked(AccessCheck("j", user, "", revoked_at + 1))
+    assert not await store.access_revoked(AccessCheck("j", bystander, kept, revoked_at - 0.01))
     assert await store.sessions(user) == []
     assert len(await store.sessions(bystander)) == 1
 
 
-async def test_user_cut_off_outlives_keep_for(store: Store) -> None:
+async def test_user_cut_off_outlives_keep_for(store: Store, clock: Clock) -> None:
     """A token minted elsewhere may carry any exp: the cut-off must not lapse with the
     family markers (SPEC 7.1, revocation holds for every token it covers)."""
     user = _user()
-    before = time.time()
-    await asyncio.sleep(0.01)
-    await store.revoke_user(user, time.time(), 0.05)
-    await asyncio.sleep(0.3)
-    assert await store.access_revoked(AccessCheck("j", user, "", before))
-    assert not await store.access_revoked(AccessCheck("j", user, "", time.time() + 1))
+    revoked_at = clock()
+    await store.revoke_user(user, revoked_at, 0.05)
+    await clock.advance(0.15)  # the markers kept for 0.05 s are gone
+    assert await store.access_revoked(AccessCheck("j", user, "", revoked_at - 0.01))
+    assert not await store.access_revoked(AccessCheck("j", user, "", clock() + 1))
 
 
-async def test_sessions_expire_with_their_ttl(store: Store) -> None:
+async def test_sessions_expire_with_their_ttl(store: Store, clock: Clock) -> None:
     user = _user()
-    now = time.time()
+    now = clock()
     session = Session("short-" + user, user, now, now, "", "")
-    await store.create_family(session, "d0", 1.0)
+    await store.create_family(session, "d0", EXPIRES)
     assert len(await store.sessions(user)) == 1
-    await asyncio.sleep(1.3)
+    await clock.advance(EXPIRES + 0.1)
     assert await store.sessions(user) == []
-    assert (await _rotate(store, session.family, user, "d0", "d1")).outcome == "missing"
+    rotation = await _rotate(store, session.family, user, "d0", "d1", now=clock())
+    assert rotation.outcome == "missing"
 
 
 async def test_failures_throttle_per_pair_then_clear(store: Store) -> None:
@@ -190,12 +250,12 @@ async def test_failures_throttle_a_username_across_clients(store: Store) -> None
     assert await store.attempt(_user(), "10.0.1.99", limits) == 0
 
 
-async def test_failure_window_ends(store: Store) -> None:
+async def test_failure_window_ends(store: Store, clock: Clock) -> None:
     user = _user()
-    limits = Limits(pair=1, single=5, window=1.0)
+    limits = Limits(pair=1, single=5, window=EXPIRES)
     assert await store.attempt(user, "10.0.2.1", limits) == 0
     assert await store.attempt(user, "10.0.2.1", limits) > 0
-    await asyncio.sleep(1.3)
+    await clock.advance(EXPIRES + 0.1)
     assert await store.attempt(user, "10.0.2.1", limits) == 0
 
 
