@@ -39,8 +39,8 @@ _STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 
 REQUESTS = Counter(
     "gateway_requests",
-    "Requests answered, by route (the config's label for it) and auth decision.",
-    ["route", "decision"],
+    "Requests answered, by route (the config's label for it), auth decision and status class.",
+    ["route", "decision", "status"],
     registry=REGISTRY,
 )
 REQUEST_SECONDS = Histogram(
@@ -108,15 +108,24 @@ WORKERS = Gauge(
 
 LAST_RELOAD_OK.set(1)
 
-_request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+_request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
 
-def request_done(route: str, decision: str, seconds: float) -> None:
-    """On every request: label lookups cached, since prometheus-client's take a lock."""
-    children = _request_children.get((route, decision))
+_STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
+
+
+def request_done(route: str, decision: str, status: int, seconds: float) -> None:
+    """On every request: label lookups cached, since prometheus-client's take a lock.
+
+    `status` is counted by class (2xx ... 5xx; "none" when no answer went out), which is
+    what an alert on errors needs without a series per status code.
+    """
+    status_class = _STATUS_CLASSES.get(status // 100, "none")
+    key = (route, decision, status_class)
+    children = _request_children.get(key)
     if children is None:
-        children = (REQUESTS.labels(route, decision), REQUEST_SECONDS.labels(route))
-        _request_children[(route, decision)] = children
+        children = (REQUESTS.labels(route, decision, status_class), REQUEST_SECONDS.labels(route))
+        _request_children[key] = children
     children[0].inc()
     children[1].observe(seconds)
 

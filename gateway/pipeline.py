@@ -96,7 +96,9 @@ def make_handler(
                 upstream_status=outcome.upstream_status,
                 client=outcome.client or client_address(request, snapshot.config.trusted_proxies),
             )
-            metrics.request_done(outcome.route or "(gateway)", outcome.decision, duration)
+            metrics.request_done(
+                outcome.route or "(gateway)", outcome.decision, outcome.status, duration
+            )
             logs.REQUEST_ID.set(None)
             if done is not None:
                 done(request)

@@ -77,11 +77,40 @@ async def test_traffic_shows_up_by_route_decision_and_result(
     assert metric(first, "gateway_logins_total", result="failure") == 2
     assert metric(first, "gateway_logins_total", result="throttled") == 2
     assert metric(second, "gateway_logins_total", result="success") == 1
-    assert metric(second, "gateway_requests_total", route="/api/:path*", decision="allow") == 2
-    assert metric(second, "gateway_requests_total", route="/public/:path*", decision="public") == 1
-    assert metric(second, "gateway_requests_total", route="/internal/:path*", decision="deny") == 1
     assert (
-        metric(second, "gateway_requests_total", route="/admin/:path*", decision="unauthorized")
+        metric(
+            second, "gateway_requests_total", route="/api/:path*", decision="allow", status="2xx"
+        )
+        == 2
+    )
+    assert (
+        metric(
+            second,
+            "gateway_requests_total",
+            route="/public/:path*",
+            decision="public",
+            status="2xx",
+        )
+        == 1
+    )
+    assert (
+        metric(
+            second,
+            "gateway_requests_total",
+            route="/internal/:path*",
+            decision="deny",
+            status="4xx",
+        )
+        == 1
+    )
+    assert (
+        metric(
+            second,
+            "gateway_requests_total",
+            route="/admin/:path*",
+            decision="unauthorized",
+            status="4xx",
+        )
         == 1
     )
     assert metric(second, "gateway_refreshes_total", result="rotated") == 1
@@ -108,7 +137,7 @@ async def test_store_errors_are_counted(
     samples = scrape(gw.admin_url)
     assert metric(samples, "gateway_store_errors_total", operation="access_revoked") >= 1
     assert metric(samples, "gateway_requests_total", route="/api/:path*",
-                  decision="store_unavailable") == 1  # fmt: skip
+                  decision="store_unavailable", status="5xx") == 1  # fmt: skip
 
 
 def test_names_follow_prometheus_conventions(spawn_gateway: Spawn) -> None:

@@ -72,7 +72,10 @@ async def test_two_workers_serve_one_port_and_metrics_add_up(tree: GatewayProces
                 assert r.status == 200
     samples = scrape(tree.admin_url)
     route = "/public/:path*"
-    assert metric(samples, "gateway_requests_total", route=route, decision="public") == 60
+    assert (
+        metric(samples, "gateway_requests_total", route=route, decision="public", status="2xx")
+        == 60
+    )
     assert metric(samples, "gateway_workers") == 2
     workers = {line.get("worker") for line in log_lines(tree.log) if line["msg"] == "listening"}
     assert workers == {1, 2}
