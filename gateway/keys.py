@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 Algorithm = Literal["HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"]
-ALGORITHMS: tuple[str, ...] = ("HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA")
 # RFC 7518 section 3.2: an HMAC key at least as long as the hash output
 HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
@@ -62,10 +61,6 @@ class KeySet:
     signing_key: Any  # Secret bytes for HMAC, a private key object otherwise; None = verify only
     verification_keys: tuple[VerificationKey, ...]
     kid: str | None = None  # written in the header of every token signed
-
-    @property
-    def is_hmac(self) -> bool:
-        return self.algorithm.startswith("HS")
 
 
 class KeyProblem(ValueError):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import logs, metrics
-from .config import Config, load
+from .config import RESTART_KEYS, Config, load
 from .errors import ConfigError
 from .runtime import Runtime, Snapshot
 
@@ -29,10 +29,6 @@ log = logging.getLogger("gateway.config")
 
 POLL_SECONDS = 1.0
 
-# What the running process has already bound or connected with the old values.
-_RESTART_KEYS = (
-    "listen", "admin_listen", "workers", "store", "store_password", "store_timeout",
-)  # fmt: skip
 
 Fingerprint = tuple[tuple[str, int, int, int, int] | None, ...]
 
@@ -52,7 +48,7 @@ def fingerprint(files: tuple[Path, ...]) -> Fingerprint:
 
 def needs_restart(old: Config, new: Config) -> list[str]:
     changed = []
-    for key in _RESTART_KEYS:
+    for key in RESTART_KEYS:  # what the process has bound or connected with the old values
         before, after = getattr(old, key), getattr(new, key)
         if key == "store_password":
             before, after = (s.reveal() if s else None for s in (before, after))

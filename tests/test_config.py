@@ -119,6 +119,28 @@ def test_token_key_rules(
     assert any(expected in line for line in found), found
 
 
+def test_misspelt_keys_of_every_section_get_a_suggestion(tmp_path: Path, secret: str) -> None:
+    found = problems(
+        tmp_path,
+        f"""\
+        upstream: http://127.0.0.1:3000
+        store_pasword_env: REDIS_PW
+        tokens:
+          secret_env: {SECRET_ENV}
+          previous_keys:
+            - {{kid: old, secret_env: {SECRET_ENV}, algoritm: HS256}}
+        routes:
+          - {{path: /a, method: [GET]}}
+        identity_assertion: {{private_key_file: none.pem, tll: 30s}}
+        """,
+    )
+    text = "\n".join(found)
+    assert ":2:1: store_pasword_env: unknown key; did you mean 'store_password_env'?" in text
+    assert "tokens.previous_keys[0].algoritm: unknown key; did you mean 'algorithm'?" in text
+    assert "routes[0].method: unknown key; did you mean 'methods'?" in text
+    assert "identity_assertion.tll: unknown key; did you mean 'ttl'?" in text
+
+
 def test_secret_literal_in_yaml_is_an_unknown_key(tmp_path: Path) -> None:
     found = problems(tmp_path, "upstream: http://127.0.0.1:3000\ntokens: {secret: hunter2}\n")
     assert any("tokens.secret: unknown key" in line for line in found)

@@ -1,4 +1,4 @@
-"""The editor schema (`gateway schema`) agrees with config.py: same keys, choices, defaults."""
+"""The editor schema (`gateway schema`) agrees with the config: same keys, choices, defaults."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import jsonschema
 import pytest
@@ -18,9 +18,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from yarl import URL
 
-from gateway import config as config_module
-from gateway.config import load
+from gateway.config import LOG_LEVELS, RESTART_KEYS, load
+from gateway.config.cookies import SameSite
+from gateway.config.routes import HTTP_METHODS
 from gateway.errors import ConfigError, ConfigProblem
+from gateway.keys import Algorithm
+from gateway.routing import AuthMode, OnUnauthenticated
 from gateway.schema import DURATION, config_schema
 from gateway.yamlsource import Section, parse_duration
 from tests.conftest import ROOT, SECRET_ENV
@@ -40,7 +43,7 @@ BASE: dict[str, Any] = {
 
 
 def schema_problems(doc: Any, validator: jsonschema.Draft7Validator = VALIDATOR) -> set[str]:
-    """Where the schema objects, as config.py names keys: `routes[0].auth`, `tokens.x`."""
+    """Where the schema objects, as the config names keys: `routes[0].auth`, `tokens.x`."""
     found = set()
     for error in validator.iter_errors(doc):
         where = dotted(error.absolute_path)
@@ -266,7 +269,7 @@ def test_listen_addresses_match_what_the_config_accepts(
     assert bool(re.search(subschema("listen")["pattern"], value)) == config_ok
 
 
-# -- what it rejects, and config.py too -------------------------------------------------------
+# -- what it rejects, and the config too ----------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -355,14 +358,14 @@ def test_schema_and_config_refuse_the_same_mistakes(
     assert config_key in {p.key for p in load_problems(tmp_path, doc)}
 
 
-# -- drift: keys, choices and defaults in step with config.py ---------------------------------
+# -- drift: keys, choices and defaults in step with the config ---------------------------------
 
 
 def test_every_key_config_reads_is_in_the_schema_and_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Section.finish reports every key not read as unknown: what a section has read by then is
-    # exactly the set of keys config.py accepts there.
+    # exactly the set of keys the config accepts there.
     accepted: dict[str, set[str]] = {}
     finish = Section.finish
 
@@ -376,8 +379,8 @@ def test_every_key_config_reads_is_in_the_schema_and_back(
     load_problems(tmp_path, everything)
     in_config = {join(s, k) for s, keys in accepted.items() for k in keys}
     in_schema = {join(s, k) for s, keys in schema_keys(SCHEMA).items() for k in keys}
-    assert in_config - in_schema == set(), "config.py accepts these; add them to the schema"
-    assert in_schema - in_config == set(), "the schema has these; config.py does not accept them"
+    assert in_config - in_schema == set(), "the config accepts these; declare them"
+    assert in_schema - in_config == set(), "the schema has these; the config does not read them"
 
 
 @pytest.mark.parametrize(("path", "schema"), [pytest.param(*p, id=p[0]) for p in leaf_paths()])
@@ -402,7 +405,24 @@ def test_choices_match_the_config(tmp_path: Path, path: str, options: list[str])
 
 def test_http_methods_match_the_config() -> None:
     methods = subschema("routes[].methods")["items"]["anyOf"][0]["enum"]
-    assert set(methods) == config_module._HTTP_METHODS
+    assert set(methods) == HTTP_METHODS
+
+
+def test_choices_are_the_literals_the_code_is_typed_with() -> None:
+    """One list each: the schema, the parser and mypy all read the same `Literal`."""
+    assert subschema("routes[].auth")["enum"] == list(get_args(AuthMode))
+    assert subschema("default")["enum"] == list(get_args(AuthMode))
+    assert subschema("routes[].on_unauthenticated")["enum"] == list(get_args(OnUnauthenticated))
+    assert subschema("tokens.algorithm")["enum"] == list(get_args(Algorithm))
+    assert subschema("cookies.same_site")["enum"] == list(get_args(SameSite))
+    assert subschema("log_level")["enum"] == list(LOG_LEVELS)
+
+
+def test_what_a_reload_cannot_change_says_so() -> None:
+    restart = set(RESTART_KEYS)
+    described = {p for p, s in leaf_paths() if "Restart to change." in s["description"]}
+    # store_password is built from the two keys that name it
+    assert described == restart - {"store_password"} | {"store_password_env", "store_password_file"}
 
 
 def test_defaults_match_the_config(tmp_path: Path, secret: str) -> None:
@@ -459,3 +479,47 @@ def test_the_complete_example_of_the_reference_loads(
         path.write_text(block.group(1))
         assert load(path).warnings == ()
         assert schema_problems(yaml.safe_load(block.group(1))) == set()
+
+
+# -- the reference's key tables say the same ------------------------------------------------------
+
+
+def reference_tables() -> dict[str, dict[str, list[str]]]:
+    """Section path -> key -> its row's cells, from docs/configuration.md's key tables."""
+    tables: dict[str, dict[str, list[str]]] = {}
+    section, rows = "", None
+    for line in (ROOT / "docs" / "configuration.md").read_text().splitlines():
+        heading = re.match(r"^## (?:`(\w+)`|Top-level keys)", line)
+        if heading:
+            section = {"routes": "routes[]"}.get(heading[1] or "", heading[1] or "")
+        if line.startswith("| key") and "| default |" in line:
+            inner = re.search(r"in each `(\w+)` item", line)
+            rows = tables.setdefault(join(section, inner[1]) + "[]" if inner else section, {})
+        elif rows is not None and line.startswith("| `"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows[cells[0].strip("`")] = cells[1:]
+        elif not line.startswith("|"):
+            rows = None
+    return tables
+
+
+def test_the_reference_lists_every_key_with_its_default_and_restart() -> None:
+    tables, restart = reference_tables(), set(RESTART_KEYS) - {"store_password"}
+    restart |= {"store_password_env", "store_password_file"}
+    assert set(tables) >= {"", "tokens", "tokens.previous_keys[]", "cookies", "login", "routes[]"}
+    for section, rows in tables.items():
+        assert set(rows) == schema_keys(SCHEMA)[section], section or "(top)"
+        for name, (_, default, *rest) in rows.items():
+            schema = subschema(join(section, name))
+            shown = re.fullmatch(r"`([^`]+)`", default)
+            if "default" in schema and not isinstance(schema["default"], dict):
+                assert shown is not None, f"{join(section, name)}: no default in the reference"
+                value = schema["default"]
+                declared = json.dumps(value) if value is True else str(value)
+                if schema.get("pattern") == DURATION:
+                    seconds = parse_duration(shown[1]), parse_duration(declared)
+                    assert seconds[0] == seconds[1], join(section, name)
+                else:
+                    assert shown[1] == declared, join(section, name)
+            if section == "":
+                assert (rest[-1] == "restart") == (name in restart), name
