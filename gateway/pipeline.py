@@ -60,6 +60,7 @@ def make_handler(
         )
         outcome = _Outcome()
         logs.REQUEST_ID.set(request_id)  # on every log line this request causes
+        pages.CURRENT.set(snapshot.pages)  # every page it answers, in this config's style
         try:
             response = await _handle(request, runtime, snapshot, request_id, outcome)
             if hdrs.UPGRADE in request.headers and not response.prepared:

@@ -25,6 +25,7 @@ from .assertion import Asserter
 from .config import Config
 from .credentials import UsersFile, VerifyUrl
 from .loginpage import LoginPage
+from .pages import Pages
 from .sessions import Sessions
 from .store import Store
 from .stores import open_store
@@ -43,6 +44,7 @@ class Snapshot:
     sessions: Sessions
     credentials: UsersFile | VerifyUrl | None  # None: no sign-in here, tokens come from elsewhere
     login_page: LoginPage | None
+    pages: Pages  # the gateway's own answers to people: title and error template
     ws_recheck: float  # how often an open WebSocket re-checks that its session is alive
     asserter: Asserter | None  # signs X-User-Assertion when identity_assertion is configured
 
@@ -71,6 +73,7 @@ class Snapshot:
             sessions=Sessions(config, verifier, store),
             credentials=credentials,
             login_page=LoginPage(login.template) if credentials is not None else None,
+            pages=Pages(config.pages.title, config.pages.template),
             # within 30 s of a logout, and well within a short access TTL
             ws_recheck=min(10.0, max(0.5, tokens.access_ttl / 4)),
             asserter=(

@@ -30,6 +30,7 @@ from .identity import (
     read_identity_headers,
 )
 from .login import LoginConfig, read_login
+from .pages import PagesConfig, read_pages
 from .routes import Routing, read_routes
 from .store import STORE_URL, URL_CREDENTIALS, StorePassword, read_store, read_store_password
 from .tokens import TokensConfig, read_tokens
@@ -120,6 +121,10 @@ class Config:
         default_factory=LoginConfig,
         metadata=key("Sign-in, refresh and logout: needs users_file or verify_url."),
     )
+    pages: PagesConfig = field(
+        default_factory=PagesConfig,
+        metadata=key("The gateway's own pages: a name on them, a replacement error template."),
+    )
     routes: RouteTable  # from the keys routes and default
     identity_headers: tuple[tuple[str, str], ...] = field(
         default=DEFAULT_IDENTITY_HEADERS,
@@ -206,6 +211,7 @@ def _build(top: Section, base: Path, source: Path, text: str) -> Config | None:
             "signing in issues tokens, which needs tokens.private_key_file (public_key_files"
             " alone only verify)",
         )
+    pages = read_pages(top.section("pages"), base)
     routes, warnings = read_routes(top)
     identity = read_identity_headers(top)
     assertion = read_assertion(top, base)
@@ -223,6 +229,7 @@ def _build(top: Section, base: Path, source: Path, text: str) -> Config | None:
         store=store,
         store_password=store_password,
         login=login,
+        pages=pages,
         routes=routes,
         identity_headers=identity,
         identity_assertion=assertion,
