@@ -136,10 +136,13 @@ def _check(path: str) -> int:
         sign_in = f"sign-in via {login.verify_url}"
     else:
         sign_in = "no sign-in (tokens come from elsewhere)"
+    door = f"upstream {config.upstream}" if config.upstream else "no upstream"
+    if config.forward_auth is not None:
+        door += f", forward-auth at {config.forward_auth.path}"
     print(
         f"{path}: OK: {len(routes)} route{'s' * (len(routes) != 1)},"
         f" default {config.routes.default.auth},"
-        f" upstream {config.upstream}, {config.tokens.keys.algorithm} tokens,"
+        f" {door}, {config.tokens.keys.algorithm} tokens,"
         f" store {config.store.scheme}://, {sign_in},"
         f" listen {config.listen}, admin {config.admin_listen}"
     )

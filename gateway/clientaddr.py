@@ -18,7 +18,7 @@ from aiohttp import web
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _trusted(address: str, trusted: Sequence[Network]) -> bool:
+def is_trusted(address: str, trusted: Sequence[Network]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -28,7 +28,7 @@ def _trusted(address: str, trusted: Sequence[Network]) -> bool:
 
 def client_address(request: web.BaseRequest, trusted: Sequence[Network]) -> str:
     peer = request.remote or ""
-    if not trusted or not _trusted(peer, trusted):
+    if not trusted or not is_trusted(peer, trusted):
         return peer
     hops = [
         hop.strip()
@@ -37,7 +37,7 @@ def client_address(request: web.BaseRequest, trusted: Sequence[Network]) -> str:
         if hop.strip()
     ]
     for hop in reversed(hops):
-        if not _trusted(hop, trusted):
+        if not is_trusted(hop, trusted):
             try:
                 return str(ipaddress.ip_address(hop))
             except ValueError:
@@ -47,7 +47,7 @@ def client_address(request: web.BaseRequest, trusted: Sequence[Network]) -> str:
 
 def forwarded_proto(request: web.BaseRequest, trusted: Sequence[Network]) -> str:
     """The scheme the browser used: a trusted proxy's X-Forwarded-Proto, else our own."""
-    if trusted and _trusted(request.remote or "", trusted):
+    if trusted and is_trusted(request.remote or "", trusted):
         proto = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
         if proto in ("http", "https"):
             return proto

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import HttpVersion10, hdrs, web
 from yarl import URL
 
-from . import login, logs, metrics, pages, proxy, responses
+from . import forward_auth, login, logs, metrics, pages, proxy, responses
 from .auth import Identity, bearer_token, is_ours
 from .clientaddr import client_address, forwarded_proto
 from .decision import authorize, route_of
@@ -141,6 +141,15 @@ async def _handle(
         outcome.decision = "bad_path"
         return _own(responses.bad_request(request, str(exc)), request_id, outcome)
     outcome.path = path
+    if config.forward_auth is not None and path == config.forward_auth.path:
+        # the outer proxy's subrequest: the same decision, answered for the proxy to apply
+        answer, verdict = await forward_auth.answer(request, snapshot)
+        outcome.decision = verdict.decision if verdict else "forward_auth_refused"
+        if verdict is not None:
+            outcome.route = verdict.route.label
+            if verdict.identity.principal is not None:
+                outcome.user = verdict.identity.principal.subject
+        return _own(answer, request_id, outcome)
     websocket = _is_websocket(request)
     if websocket:
         refusal = _bad_handshake(request)
@@ -153,6 +162,9 @@ async def _handle(
         outcome.decision, outcome.user = page.decision, page.user
         return _own(page.response, request_id, outcome)
 
+    if snapshot.upstream_base is None:  # forward_auth alone: nothing here to proxy to
+        outcome.decision = "no_upstream"
+        return _own(responses.not_found(request), request_id, outcome)
     view = RequestView(
         method=request.method,
         raw_path=raw_path,

@@ -36,7 +36,7 @@ from .tokens import Verifier
 class Snapshot:
     config: Config
     verifier: Verifier
-    upstream_base: str  # "http://host:port", the normalized path is appended
+    upstream_base: str | None  # "http://host:port" + the normalized path; None: forward_auth only
     identity_names: frozenset[str]  # lower-cased identity header names, always stripped
     cookie_names: frozenset[str]
     reserved_paths: frozenset[str]  # answered by the gateway itself, never proxied
@@ -59,7 +59,7 @@ class Snapshot:
         return cls(
             config=config,
             verifier=verifier,
-            upstream_base=str(config.upstream).rstrip("/"),
+            upstream_base=str(config.upstream).rstrip("/") if config.upstream else None,
             identity_names=frozenset(
                 h.lower()
                 for h in [h for h, _ in config.identity_headers]

@@ -51,7 +51,10 @@ _HMAC: Schema = {"properties": {"algorithm": {"pattern": "^HS"}}}  # also true l
 
 # The rules between keys of a section, which no single field declares.
 RULES: dict[type, Schema] = {
-    Config: _none_of_both("store_password_env", "store_password_file"),
+    Config: {
+        **_none_of_both("store_password_env", "store_password_file"),
+        "anyOf": [_required("upstream"), _required("forward_auth")],
+    },
     TokensConfig: {
         "if": _HMAC,
         "then": {

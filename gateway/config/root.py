@@ -22,6 +22,7 @@ from ..yamlsource import Problems, Section, compose
 from .cookies import CookiesConfig, read_cookies
 from .declare import RESTART, declared, key, read, restart_keys
 from .endpoints import UPSTREAM_URL, Listen, overlap, read_listen, read_networks, read_upstream
+from .forward_auth import ForwardAuthConfig, read_forward_auth
 from .identity import (
     DEFAULT_IDENTITY_HEADERS,
     IDENTITY_HEADERS_SCHEMA,
@@ -48,12 +49,14 @@ class Config:
 
     source: Path
     text: str  # what `source` held when this config was built
-    upstream: URL = field(
+    upstream: URL | None = field(
+        default=None,
         metadata=key(
-            "The app behind the gateway: scheme://host[:port], no path.",
+            "The app behind the gateway: scheme://host[:port], no path. Required unless"
+            " forward_auth is set (then the outer proxy carries the traffic).",
             required="the URL of the app behind the gateway, like http://127.0.0.1:3000",
             pattern=UPSTREAM_URL,
-        )
+        ),
     )
     listen: Listen = field(
         default=Listen("0.0.0.0", 8080),  # noqa: S104 - the public listener is meant to be public
@@ -133,6 +136,13 @@ class Config:
             schema=IDENTITY_HEADERS_SCHEMA,
         ),
     )
+    forward_auth: ForwardAuthConfig | None = field(
+        default=None,
+        metadata=key(
+            "Answer an outer proxy's authorization subrequests (nginx auth_request, Caddy"
+            " forward_auth, Traefik ForwardAuth, Envoy ext_authz); needs trusted_proxies."
+        ),
+    )
     identity_assertion: AssertionConfig | None = field(
         default=None,
         metadata=key(
@@ -187,7 +197,11 @@ def load(path: str | Path, text: str | None = None) -> Config:
 
 
 def _build(top: Section, base: Path, source: Path, text: str) -> Config | None:
-    upstream = read_upstream(top, declared(Config, "upstream").meta.required or "")
+    upstream = None
+    if top.has("upstream") or not top.has("forward_auth"):
+        upstream = read_upstream(top, declared(Config, "upstream").meta.required or "")
+    else:
+        top.value_node("upstream")  # forward_auth alone: the outer proxy carries the traffic
     listen = read_listen(top, "listen", declared(Config, "listen").default)
     admin = read_listen(top, "admin_listen", declared(Config, "admin_listen").default)
     if overlap(listen, admin):
@@ -216,7 +230,10 @@ def _build(top: Section, base: Path, source: Path, text: str) -> Config | None:
     identity = read_identity_headers(top)
     assertion = read_assertion(top, base)
     trusted = read_networks(top, "trusted_proxies")
-    if top.problems.items or upstream is None or tokens is None or routes is None:
+    forward_auth = read_forward_auth(top, bool(trusted))
+    if forward_auth is not None and forward_auth.path in (login.path, login.logout_path):
+        top.error("forward_auth", "forward_auth.path must differ from login.path and logout_path")
+    if top.problems.items or tokens is None or routes is None:
         return None
     return Config(
         source=source,
@@ -233,6 +250,7 @@ def _build(top: Section, base: Path, source: Path, text: str) -> Config | None:
         routes=routes,
         identity_headers=identity,
         identity_assertion=assertion,
+        forward_auth=forward_auth,
         trusted_proxies=trusted,
         files=(source, *dict.fromkeys(top.problems.files)),
         warnings=tuple(warnings),
