@@ -24,7 +24,7 @@ from . import cookies, logs, metrics, pages, responses
 from .clientaddr import client_address
 from .credentials import MAX_FIELD, CredentialsUnavailable
 from .errors import TokenError
-from .origin import cross_site, navigation_allowed
+from .origin import cross_site, log_refusal, navigation_allowed
 from .runtime import Snapshot
 from .sessions import Sessions
 from .store import Limits
@@ -32,6 +32,11 @@ from .store import Limits
 security = logging.getLogger("gateway.security")
 
 FAILED = "Invalid username or password."
+HOST_REWRITTEN = (
+    "Signing in cannot work here because of a setup problem: a proxy in front of the"
+    " gateway changed the Host header (you used {browser}, the gateway received"
+    " {gateway}). Please tell the site's administrators."
+)
 CROSS_SITE = (
     "This sign-in came from another site and was refused, to protect you."
     " Sign in on this page instead."
@@ -89,12 +94,16 @@ async def handle(
     if request.method != "POST":
         return Result(responses.method_not_allowed(request, "GET, POST"), "login_method")
     if cross_site(request, snapshot.config.cookies.domain):
-        _refused_cross_site(request, "sign-in")
+        rewritten = log_refusal(request, "sign-in")
+        why = CROSS_SITE
+        if rewritten:
+            why = HOST_REWRITTEN.format(
+                browser=rewritten, gateway=request.headers.get(hdrs.HOST, "")[:100]
+            )
         if _is_json(request):
-            return Result(responses.cross_site(request), "cross_site")
-        # a person posting the form from another site (or through an ingress that rewrote
-        # Host): the form again, saying why, to sign in from here
-        page = _page(snapshot, request.query.get("next"), status=403, error=CROSS_SITE)
+            return Result(responses.cross_site(request, why if rewritten else None), "cross_site")
+        # the form again, saying why: to sign in from here, or to tell the administrators
+        page = _page(snapshot, request.query.get("next"), status=403, error=why)
         return Result(page, "cross_site")
     return await _sign_in(request, snapshot, client)
 
@@ -170,12 +179,12 @@ async def _logout(request: web.BaseRequest, snapshot: Snapshot) -> Result:
     config = snapshot.config
     if request.method in ("GET", "HEAD"):
         if not navigation_allowed(request, config.cookies.domain):
-            _refused_cross_site(request, "sign-out")
+            log_refusal(request, "sign-out")
             return Result(responses.cross_site(request), "cross_site")
     elif request.method != "POST":
         return Result(responses.method_not_allowed(request, "POST, GET"), "logout_method")
     elif cross_site(request, config.cookies.domain):
-        _refused_cross_site(request, "sign-out")
+        log_refusal(request, "sign-out")
         return Result(responses.cross_site(request), "cross_site")
     user = await snapshot.sessions.end(request)
     if user is not None:
@@ -254,20 +263,6 @@ def _failed(snapshot: Snapshot, as_json: bool, username: str, next_path: str) ->
     if as_json:
         return _json(401, {"error": "invalid_credentials", "message": FAILED})
     return _page(snapshot, next_path, status=401, username=username, error=FAILED)
-
-
-def _refused_cross_site(request: web.BaseRequest, what: str) -> None:
-    """Names what did not match: usually an ingress that rewrote Host, or a real attack."""
-    origin = request.headers.get(hdrs.ORIGIN) or request.headers.get(hdrs.REFERER) or ""
-    security.warning(
-        f"{what} refused as cross-site: its Origin is not the Host it was sent to",
-        extra={
-            "event": "cross_site",
-            "origin": origin[:200],
-            "host": request.headers.get(hdrs.HOST, "")[:200],
-            "hint": "behind a proxy, forward the browser's Host (proxy_set_header Host $host)",
-        },
-    )
 
 
 def wait_in_words(seconds: float) -> str:

@@ -12,6 +12,9 @@ TLS-terminating proxy the gateway cannot see the scheme the browser used.
 
 from __future__ import annotations
 
+import logging
+import time
+
 from aiohttp import hdrs
 from yarl import URL
 
@@ -47,6 +50,58 @@ def navigation_allowed(request: Asking, cookie_domain: str | None) -> bool:
     if fetch_site == "none":  # typed in the address bar or a bookmark
         return True
     return fetch_site != "cross-site" and not cross_site(request, cookie_domain)
+
+
+def host_rewritten(request: Asking) -> str | None:
+    """The browser's own host when a proxy on the way rewrote `Host`, else None.
+
+    The browser says the request is same-origin (`Sec-Fetch-Site`, which no page can set)
+    while its `Origin` names another host than the one the gateway received: the site is
+    the same, so `Host` changed between the browser and the gateway.
+    """
+    if request.headers.get("Sec-Fetch-Site", "").lower() != "same-origin":
+        return None
+    origin = request.headers.get(hdrs.ORIGIN, "")
+    try:
+        host = (URL(origin.strip()).host or "").lower().rstrip(".")
+    except ValueError:
+        return None
+    if host and host != _host_only(request.headers.get(hdrs.HOST, "")):
+        return host
+    return None
+
+
+_log = logging.getLogger("gateway.security")
+_last_logged = [0.0]
+
+
+def log_refusal(request: Asking, what: str, *, every: float = 0.0) -> str | None:
+    """One warning naming what did not match; returns the browser's host when the cause is
+    a proxy that rewrote `Host` (then an error: every such sign-in fails). `every`: at most
+    one line per that many seconds (refusals on protected routes can come in floods)."""
+    now = time.monotonic()
+    if every and now - _last_logged[0] < every:
+        return host_rewritten(request)
+    _last_logged[0] = now
+    origin = request.headers.get(hdrs.ORIGIN) or request.headers.get(hdrs.REFERER) or ""
+    rewritten = host_rewritten(request)
+    fields = {
+        "event": "cross_site",
+        "origin": origin[:200],
+        "host": request.headers.get(hdrs.HOST, "")[:200],
+    }
+    if rewritten:
+        _log.error(
+            f"{what} refused: a proxy in front of the gateway rewrote Host (the browser used"
+            f" {rewritten}); forward the browser's Host (nginx: proxy_set_header Host $host)",
+            extra={**fields, "why": "host_rewritten"},
+        )
+    else:
+        _log.warning(
+            f"{what} refused as cross-site: its Origin is not the Host it was sent to",
+            extra={**fields, "why": "foreign_origin"},
+        )
+    return rewritten
 
 
 def _host_only(host_header: str) -> str:

@@ -27,6 +27,8 @@ from .auth import Identity, bearer_token, is_ours
 from .clientaddr import client_address, forwarded_proto
 from .decision import authorize, route_of
 from .errors import BadPath
+from .login import HOST_REWRITTEN
+from .origin import log_refusal
 from .paths import normalize
 from .runtime import Runtime, Snapshot
 from .store import StoreUnavailable
@@ -186,7 +188,9 @@ async def _handle(
         outcome.user = identity.principal.subject
 
     if decision == "cross_site":
-        return _own(responses.cross_site(request), request_id, outcome, set_cookies)
+        rewritten = log_refusal(request, f"{request.method} {path}", every=10)
+        why = HOST_REWRITTEN.format(browser=rewritten, gateway=view.host) if rewritten else None
+        return _own(responses.cross_site(request, why), request_id, outcome, set_cookies)
     if decision == "deny":
         return _own(responses.forbidden(request), request_id, outcome, set_cookies)
     if decision == "forbidden":

@@ -82,12 +82,14 @@ def forbidden(request: web.BaseRequest, who: pages.Who | None = None) -> web.Res
     return _answer(request, 403, "forbidden", text, who, page)
 
 
-def cross_site(request: web.BaseRequest) -> web.Response:
+def cross_site(request: web.BaseRequest, why: str | None = None) -> web.Response:
+    """`why`: a better explanation when the gateway knows one (a proxy rewrote Host)."""
     return _answer(
         request,
         403,
         "cross_site",
-        "This request came from another site and was refused, to protect your session."
+        why
+        or "This request came from another site and was refused, to protect your session."
         " Go back to the application and try again from its own pages.",
     )
 

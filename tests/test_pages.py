@@ -150,3 +150,27 @@ async def test_a_replacement_error_template_extends_the_built_in_look(
     assert "<h1>Ours: 403</h1>" in page
     assert "font: 16px/1.5 system-ui" in page  # base.html's style
     assert request_id_shown(page) == response.headers["X-Request-Id"]
+
+
+async def test_a_proxy_that_rewrote_host_is_named_as_the_cause(
+    make_gateway: GatewayFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Same-origin by the browser's own word, yet Origin is not the Host that arrived."""
+    client = await make_gateway(session_extra(tmp_path))
+    headers = {"Origin": "https://app.example", "Sec-Fetch-Site": "same-origin", **HTML}
+    with caplog.at_level(logging.WARNING, logger="gateway.security"):
+        response = await client.post(
+            "/login", data={"username": "alice", "password": "wonderland"}, headers=headers
+        )
+        api = await client.post(
+            "/api/x",
+            headers={**headers, "Cookie": "access_token=x"},
+        )
+    assert response.status == 403
+    page = await response.text()
+    assert "a proxy in front of the gateway changed the Host header" in page
+    assert "you used app.example" in page
+    records = [r for r in caplog.records if getattr(r, "why", None) == "host_rewritten"]
+    assert records and records[0].levelname == "ERROR"
+    assert api.status == 403
+    assert "changed the Host header" in (await api.json())["message"]
