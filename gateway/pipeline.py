@@ -10,8 +10,6 @@ request does is readable here.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import itertools
 import logging
 import re
@@ -19,10 +17,10 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from aiohttp import HttpVersion10, hdrs, web
+from aiohttp import hdrs, web
 from yarl import URL
 
-from . import forward_auth, login, logs, metrics, pages, proxy, responses
+from . import admission, forward_auth, login, logs, metrics, pages, proxy, responses
 from .auth import Identity, bearer_token, is_ours
 from .clientaddr import client_address, forwarded_proto
 from .decision import authorize, route_of
@@ -35,7 +33,6 @@ from .store import StoreUnavailable
 from .tokens import Principal
 from .view import RequestView
 
-_HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{0,5})?$")
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 # Generated ids: a random per-process prefix and a counter. Unique across processes
 # and restarts, without a getrandom() syscall per request as uuid4() would make.
@@ -132,7 +129,7 @@ async def _handle(
     outcome: _Outcome,
 ) -> web.StreamResponse:
     config = snapshot.config
-    malformed = _malformed(request)
+    malformed = admission.malformed(request)
     if malformed is not None:
         outcome.decision = "bad_request"
         return _own(responses.bad_request(request, malformed), request_id, outcome)
@@ -152,9 +149,9 @@ async def _handle(
             if verdict.identity.principal is not None:
                 outcome.user = verdict.identity.principal.subject
         return _own(answer, request_id, outcome)
-    websocket = _is_websocket(request)
+    websocket = admission.is_websocket(request)
     if websocket:
-        refusal = _bad_handshake(request)
+        refusal = admission.bad_handshake(request)
         if refusal is not None:  # answered before any auth or upstream work
             outcome.decision = "bad_websocket"
             return _own(refusal, request_id, outcome)
@@ -282,47 +279,12 @@ def _who(identity: Identity, snapshot: Snapshot, view: RequestView) -> pages.Who
     )
 
 
-def _malformed(request: web.BaseRequest) -> str | None:
-    """What aiohttp's parser lets through but the upstream must never be asked."""
-    if request.method == hdrs.METH_CONNECT:
-        return "CONNECT is not proxied"
-    if request.version < HttpVersion10:
-        return "HTTP/0.9 is not supported"
-    headers = request.headers
-    if hdrs.TRANSFER_ENCODING in headers:
-        codings = ",".join(headers.getall(hdrs.TRANSFER_ENCODING)).split(",")
-        if [c.strip().lower() for c in codings] != ["chunked"]:
-            # a coding other than chunked would be dropped undecoded on the way: never guessed
-            return "Transfer-Encoding other than chunked is not supported"
-    host = headers.get(hdrs.HOST)
-    if host and not _HOST.match(host):
-        # forwarded as is (preserve_host) and read by the app: one well-formed host[:port]
-        # (aiohttp's parser already refuses a second Host header)
-        return "the Host header is not one host[:port]"
-    return None
-
-
 def _our_bearer(request: web.BaseRequest, snapshot: Snapshot) -> bool:
     """A bearer token of ours is never forwarded, valid, expired or revoked, whether or not
     it was the credential decided on (a cookie wins over it): an app that checks the token
     itself must never see one of a revoked session."""
     token = bearer_token(request)
     return token is not None and is_ours(snapshot.verifier, token)
-
-
-def _bad_handshake(request: web.BaseRequest) -> web.Response | None:
-    """RFC 6455 4.2.1: a key of 16 random bytes in base64, version 13."""
-    key = request.headers.get(hdrs.SEC_WEBSOCKET_KEY, "")
-    try:
-        valid = len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
-    except (binascii.Error, UnicodeEncodeError):
-        valid = False
-    if not valid or len(request.headers.getall(hdrs.SEC_WEBSOCKET_KEY, ())) != 1:
-        why = "a WebSocket upgrade needs one valid Sec-WebSocket-Key"
-        return responses.bad_request(request, why)
-    if request.headers.get(hdrs.SEC_WEBSOCKET_VERSION, "").strip() != "13":
-        return responses.upgrade_required(request)
-    return None
 
 
 async def _session_ended(snapshot: Snapshot, principal: Principal) -> None:
@@ -348,11 +310,3 @@ def _store_down(why: str) -> None:
     if now - _last_store_error >= 5:
         _last_store_error = now
         _store_log.error("store unavailable: answering 503", extra={"error": why})
-
-
-def _is_websocket(request: web.BaseRequest) -> bool:
-    return (
-        request.method == "GET"
-        and request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
-        and "upgrade" in proxy.connection_tokens(request.headers)
-    )
