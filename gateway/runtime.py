@@ -74,8 +74,9 @@ class Snapshot:
             credentials=credentials,
             login_page=LoginPage(login.template) if credentials is not None else None,
             pages=Pages(config.pages.title, config.pages.template),
-            # within 30 s of a logout, and well within a short access TTL
-            ws_recheck=min(10.0, max(0.5, tokens.access_ttl / 4)),
+            # closed within 5 s of a logout (SPEC: 15), sooner with a short access TTL; one
+            # store call per open socket per interval
+            ws_recheck=min(5.0, max(0.5, tokens.access_ttl / 4)),
             asserter=(
                 Asserter(config.identity_assertion, issuer=tokens.issuer, audience=tokens.audience)
                 if config.identity_assertion is not None
