@@ -43,16 +43,7 @@ CROSS_SITE = (
 )
 _MAX_BODY = 64 * 1024
 # What the login page may do: nothing but show itself and post its form to this origin.
-_PAGE_HEADERS = {
-    hdrs.CACHE_CONTROL: "no-store",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:;"
-        " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
+_PAGE_HEADERS = {hdrs.CACHE_CONTROL: "no-store", **pages.HEADERS}
 _UNSAFE_NEXT = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
