@@ -94,7 +94,7 @@ async def answer(
 def describe(request: web.BaseRequest, proxies: Sequence[Network]) -> RequestView:
     """The original request, as the outer proxy describes it. Raises Refused."""
     headers = request.headers
-    forwarded = hdrs.X_FORWARDED_HOST in headers or "X-Forwarded-Uri" in headers
+    forwarded = "X-Forwarded-Uri" in headers
     original = "X-Original-URL" in headers
     if forwarded and original:
         raise Refused("both X-Forwarded-Uri and X-Original-URL: one may be a client's")
