@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -240,7 +241,7 @@ def mint(
     return jwt.encode(claims, secret, algorithm=algorithm, headers=headers)
 
 
-class GatewayTestServer(BaseTestServer):  # type: ignore[type-arg]
+class GatewayTestServer(BaseTestServer):
     """The exact public server `gateway serve` runs, on a loopback test port."""
 
     def __init__(self, runtime: Runtime) -> None:
@@ -250,9 +251,11 @@ class GatewayTestServer(BaseTestServer):  # type: ignore[type-arg]
     async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
         return web.ServerRunner(create_server(self.runtime), **kwargs)
 
-    async def start_server(self, **kwargs: Any) -> None:
+    async def start_server(
+        self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any
+    ) -> None:
         self.runtime.open_client()
-        await super().start_server(**kwargs)
+        await super().start_server(loop, **kwargs)
 
     async def close(self) -> None:
         await super().close()
@@ -261,6 +264,12 @@ class GatewayTestServer(BaseTestServer):  # type: ignore[type-arg]
 
 Client = TestClient[web.BaseRequest, None]
 GatewayFactory = Callable[..., Awaitable[Client]]
+
+
+def runtime_of(client: Client) -> Runtime:
+    """The runtime behind an in-process gateway's test client."""
+    assert isinstance(client.server, GatewayTestServer)
+    return client.server.runtime
 
 
 async def gateway_client(config_path: Path) -> Client:
@@ -357,27 +366,34 @@ def spawn_gateway(tmp_path: Path, secret: str) -> Iterator[Callable[..., Gateway
         config_body: str, path: Path | None = None, env: dict[str, str] | None = None
     ) -> GatewayProcess:
         """`path`: where the config goes (default: a fresh file in tmp_path)."""
-        port, admin = free_port(), free_port()
-        text = config_body.replace("127.0.0.1:0", f"127.0.0.1:{port}", 1).replace(
-            "127.0.0.1:1", f"127.0.0.1:{admin}", 1
-        )
-        if path is None:
-            path = tmp_path / f"gw-{port}.yaml"
-        path.write_text(text)
-        log = tmp_path / f"gw-{port}.log"
-        env = {**os.environ, SECRET_ENV: secret, **(env or {})}
-        with log.open("wb") as sink:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=ROOT,
+        for attempt in range(3):
+            port, admin = free_port(), free_port()
+            text = config_body.replace("127.0.0.1:0", f"127.0.0.1:{port}", 1).replace(
+                "127.0.0.1:1", f"127.0.0.1:{admin}", 1
             )
-        procs.append(proc)
-        admin_url = f"http://127.0.0.1:{admin}"
-        _wait_http(admin_url + "/healthz", proc)
-        return GatewayProcess(proc, f"http://127.0.0.1:{port}", admin_url, log, path)
+            config = path or tmp_path / f"gw-{port}.yaml"
+            config.write_text(text)
+            log = tmp_path / f"gw-{port}.log"
+            with log.open("wb") as sink:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, SECRET_ENV: secret, **(env or {})},
+                    cwd=ROOT,
+                )
+            procs.append(proc)
+            admin_url = f"http://127.0.0.1:{admin}"
+            try:
+                _wait_http(admin_url + "/healthz", proc)
+            except RuntimeError:
+                # a free port can be taken between free_port() and the gateway's bind (by a
+                # test running beside this one): that, and only that, is worth another try
+                if attempt < 2 and "cannot listen" in log.read_text(errors="replace"):
+                    continue
+                raise
+            return GatewayProcess(proc, f"http://127.0.0.1:{port}", admin_url, log, config)
+        raise AssertionError("unreachable")
 
     yield start
     for proc in procs:
@@ -388,6 +404,13 @@ def spawn_gateway(tmp_path: Path, secret: str) -> Iterator[Callable[..., Gateway
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client for gateway processes, without a cookie jar: tests name the cookies they send."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        yield session
 
 
 @pytest.fixture
@@ -447,11 +470,23 @@ def _dechunk(data: bytes) -> bytes:
 # -- Redis and sessions -----------------------------------------------------------------
 
 
+def worker_database(url: str, worker: str | None) -> str:
+    """`url` with its database number moved on by the xdist worker's index (gw0, gw1...)."""
+    if not worker or not worker.removeprefix("gw").isdigit():
+        return url
+    parts = urllib.parse.urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    database = (base + int(worker.removeprefix("gw"))) % 16  # Redis has 16 by default
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{database}"))
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Redis shared by the whole run; each test uses its own key space by its own users."""
+    """A Redis shared by the tests of one worker; each test uses its own key space by its own
+    users. `$REDIS_URL` instead of a server of our own: each pytest-xdist worker gets a
+    database of its own there, so that tests running at once do not see each other's users."""
     if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
+        yield worker_database(os.environ["REDIS_URL"], os.environ.get("PYTEST_XDIST_WORKER"))
         return
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()

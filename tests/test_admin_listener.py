@@ -10,23 +10,18 @@ browser marks as coming from a page. `gateway revoke` keeps working.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.conftest import GatewayProcess, config_text, session_extra, write_config
-from tests.test_replicas import cli, sign_in, status
+from tests.helpers import run_cli, status
+from tests.helpers import sign_in_over_http as sign_in
 
 Spawn = Callable[[str], GatewayProcess]
 JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-        yield session
 
 
 @pytest.fixture
@@ -115,12 +110,12 @@ async def test_any_other_host_is_refused_on_every_admin_path(
         code, _ = await admin(gateway, "POST", target, JSON, body, host=host)
         assert code == 403, host
     assert await status(http, gateway.url + "/api/x", cookies) == 200  # nothing was revoked
-    for host in (None, "", " "):
-        code, _ = await admin(gateway, "GET", "/metrics", host=host)
-        if host == "":
+    for odd_host in (None, "", " "):
+        code, _ = await admin(gateway, "GET", "/metrics", host=odd_host)
+        if odd_host == "":
             assert code == 200  # the sanity check: the port's own address
         else:
-            assert code in (400, 403), repr(host)
+            assert code in (400, 403), repr(odd_host)
 
 
 async def test_a_rebound_page_cannot_revoke_even_with_a_json_post(
@@ -202,9 +197,9 @@ async def test_the_revoke_and_sessions_commands_still_work_on_a_memory_store(
         gateway.config.read_text(),  # the spawned config: its real admin port
         "cli.yaml",
     )
-    listed = cli("sessions", "--user", "alice", "--config", str(cli_config), secret=secret)
+    listed = run_cli("sessions", "--user", "alice", "--config", str(cli_config), secret=secret)
     assert listed.returncode == 0 and "signed in" in listed.stdout, listed.stderr
-    revoked = cli("revoke", "--user", "alice", "--config", str(cli_config), secret=secret)
+    revoked = run_cli("revoke", "--user", "alice", "--config", str(cli_config), secret=secret)
     assert revoked.returncode == 0, revoked.stderr
     assert "1 session ended" in revoked.stdout
     assert await status(http, gateway.url + "/api/x", cookies) == 401

@@ -1,4 +1,9 @@
-"""The commands as a user runs them: real processes, exit codes, what they print."""
+"""The commands as a user runs them: exit codes and what they print.
+
+What a command prints and returns is checked in this process (`run_cli` calls
+`gateway.cli.main`); that `python -m gateway` and the console script are that same
+`main`, with its return value as the exit status, is checked by real processes.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.conftest import (
     ROOT,
@@ -21,25 +27,14 @@ from tests.conftest import (
     mint,
     write_config,
 )
+from tests.helpers import gateway_process, run_cli
 
 
-def gateway(
-    *args: str, env: dict[str, str] | None = None, stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        input=stdin,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
-
-
-def test_check_config_accepts_the_shipped_config(secret: str) -> None:
-    result = gateway("check-config", "--config", "config.yaml", env={"JWT_SECRET": secret})
+def test_check_config_accepts_the_shipped_config(
+    secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    result = run_cli("check-config", "--config", "config.yaml", env={"JWT_SECRET": secret})
     assert result.returncode == 0, result.stderr
     assert "config.yaml: OK: 7 routes, default required" in result.stdout
 
@@ -48,7 +43,7 @@ def test_check_config_lists_every_error_and_exits_1(tmp_path: Path) -> None:
     path = write_config(
         tmp_path, "upstream: nope\nlisten: x\ntokens: {secret_env: NOPE_X}\nbogus: 1\n"
     )
-    result = gateway("check-config", "--config", str(path))
+    result = run_cli("check-config", "--config", str(path))
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert [line.split(": ")[1] for line in lines] == [
@@ -63,14 +58,14 @@ def test_check_config_lists_every_error_and_exits_1(tmp_path: Path) -> None:
 
 def test_check_config_uses_gateway_config_env(tmp_path: Path, secret: str) -> None:
     path = write_config(tmp_path, config_text("http://127.0.0.1:3000"))
-    result = gateway("check-config", env={"GATEWAY_CONFIG": str(path)})
+    result = run_cli("check-config", env={"GATEWAY_CONFIG": str(path)})
     assert result.returncode == 0, result.stderr
 
 
 def test_check_config_warns_about_shadowed_routes(tmp_path: Path, secret: str) -> None:
     routes = "routes:\n  - path: /:path*\n    auth: public\n  - path: /admin\n"
     path = write_config(tmp_path, config_text("http://127.0.0.1:3000", routes=routes))
-    result = gateway("check-config", "--config", str(path))
+    result = run_cli("check-config", "--config", str(path))
     assert result.returncode == 0
     assert "routes[1] (/admin) can never match: routes[0] (/:path*)" in result.stderr
 
@@ -79,7 +74,7 @@ def test_serve_with_bad_config_exits_2_with_located_message(tmp_path: Path) -> N
     path = write_config(
         tmp_path, "upstream: http://127.0.0.1:3000\ntokens: {secret_env: UNSET_VAR_X}\n"
     )
-    result = gateway("serve", "--config", str(path))
+    result = gateway_process("serve", "--config", str(path))
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"gateway: invalid config: {path}:2:22: tokens.secret_env:"
@@ -88,7 +83,7 @@ def test_serve_with_bad_config_exits_2_with_located_message(tmp_path: Path) -> N
 
 
 def test_serve_with_missing_config_exits_2(tmp_path: Path) -> None:
-    result = gateway("serve", "--config", str(tmp_path / "absent.yaml"))
+    result = run_cli("serve", "--config", str(tmp_path / "absent.yaml"))
     assert result.returncode == 2
     assert "cannot read the config file" in result.stderr
     assert "Traceback" not in result.stderr
@@ -96,7 +91,7 @@ def test_serve_with_missing_config_exits_2(tmp_path: Path) -> None:
 
 def test_explain_prints_route_and_decision(tmp_path: Path, secret: str) -> None:
     path = write_config(tmp_path, config_text("http://127.0.0.1:3000"))
-    anonymous = gateway("explain", "--config", str(path), "GET", "/public/../admin/x")
+    anonymous = run_cli("explain", "--config", str(path), "GET", "/public/../admin/x")
     assert anonymous.returncode == 0
     assert "GET /admin/x" in anonymous.stdout
     assert "route:    /admin/:path* (routes[1] line" in anonymous.stdout
@@ -105,7 +100,7 @@ def test_explain_prints_route_and_decision(tmp_path: Path, secret: str) -> None:
         "decision: 401 JSON (a browser navigation gets 302 to /login?next=...: see --browser)"
         in anonymous.stdout
     )
-    viewer = gateway(
+    viewer = run_cli(
         "explain",
         "--config",
         str(path),
@@ -116,15 +111,15 @@ def test_explain_prints_route_and_decision(tmp_path: Path, secret: str) -> None:
     )
     assert "token:    valid, sub=alice, roles: viewer" in viewer.stdout
     assert "decision: 403 (authenticated, but lacks a required role)" in viewer.stdout
-    expired = gateway(
+    expired = run_cli(
         "explain", "--config", str(path), "GET", "/admin/x", "--token", mint(secret, exp=1, iat=0)
     )
     assert "token:    rejected (expired)" in expired.stdout
-    bad = gateway("explain", "--config", str(path), "GET", "/admin%2fx")
+    bad = run_cli("explain", "--config", str(path), "GET", "/admin%2fx")
     assert "decision: 400 bad request" in bad.stdout
-    login = gateway("explain", "--config", str(path), "GET", "/login")
+    login = run_cli("explain", "--config", str(path), "GET", "/login")
     assert "answered by the gateway itself" in login.stdout
-    other = gateway("explain", "--config", str(path), "post", "/nowhere")
+    other = run_cli("explain", "--config", str(path), "post", "/nowhere")
     assert "route:    (default) (no route matched)" in other.stdout
 
 

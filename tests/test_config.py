@@ -31,7 +31,7 @@ def problems(tmp_path: Path, text: str) -> list[str]:
 def test_shipped_config_loads(secret: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JWT_SECRET", secret)
     config = load(Path(__file__).parent.parent / "config.yaml")
-    assert config.upstream.port == 3000
+    assert config.upstream is not None and config.upstream.port == 3000
     assert config.tokens.keys.algorithm == "HS256"
     assert config.routes.match("GET", "/dashboard/x").auth == "required"
     assert config.warnings == ()

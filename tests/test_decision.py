@@ -19,7 +19,7 @@ from gateway.decision import authorize
 from gateway.explain import report
 from gateway.paths import normalize
 from gateway.view import RequestView
-from tests.conftest import GatewayFactory, mint
+from tests.conftest import GatewayFactory, mint, runtime_of
 
 BROWSER = {"Accept": "text/html"}
 SITE = "app.example"
@@ -120,7 +120,7 @@ TABLE = [
 @pytest.fixture
 async def doors(make_gateway: GatewayFactory, secret: str) -> dict[str, Any]:
     client = await make_gateway()
-    runtime = client.server.runtime  # type: ignore[attr-defined]
+    runtime = runtime_of(client)
     revoked = mint(secret, sub="carol", roles=["viewer"], iat=int(time.time()) - 5)
     await runtime.snapshot.sessions.revoke_user("carol")
     tokens = {
@@ -192,7 +192,7 @@ async def test_explain_reports_revocation_asked_of_a_redis_store(
     make_gateway: GatewayFactory, secret: str, redis_url: str
 ) -> None:
     client = await make_gateway(extra=f"store: {redis_url}\n")
-    runtime = client.server.runtime  # type: ignore[attr-defined]
+    runtime = runtime_of(client)
     user = f"dora-{time.time_ns()}"
     token = mint(secret, sub=user, roles=["viewer"], iat=int(time.time()) - 5)
     before = await report(runtime.snapshot.config, runtime.store, "GET", "/api/x", token=token)

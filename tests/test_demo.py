@@ -10,9 +10,21 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, free_port
+from tests.helpers import checkout_lock, locked
+
+
+@pytest.fixture(autouse=True)
+def one_demo_at_a_time() -> Iterator[None]:
+    """The demo writes .config.demo-ports.yaml next to the checkout's config.yaml, and these
+    tests check that it is gone afterwards: one at a time (xdist workers, other runs)."""
+    with locked(checkout_lock("demo")):
+        yield
 
 
 def test_the_demo_runs_on_the_ports_it_is_given(secret: str) -> None:

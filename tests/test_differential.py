@@ -88,7 +88,10 @@ async def stacks(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict
                 relays.append(relay)
                 port = await relay.start()
                 config = directory / f"gateway-{name}.yaml"
-                config.write_text(config_text(f"http://127.0.0.1:{port}"))
+                # no test here waits for a timeout: a generous one keeps a loaded machine
+                # (parallel workers, other runs) from turning a slow answer into a 504
+                text = config_text(f"http://127.0.0.1:{port}")
+                config.write_text(text.replace("upstream_timeout: 1s", "upstream_timeout: 10s"))
                 loaded = load(config)
                 server = GatewayTestServer(Runtime(loaded))
                 servers.append(server)

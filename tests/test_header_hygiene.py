@@ -211,8 +211,8 @@ async def test_the_client_host_reaches_the_upstream_by_default(
         own = f"127.0.0.1:{client.port}"  # the Host raw_request sends
         assert seen["host"] == [own]
         assert seen["x-forwarded-host"] == [own]
-    response = await client.get("/public/x", headers={"Host": "app.example:8443"})
-    seen = received(await response.json())
+    answer = await client.get("/public/x", headers={"Host": "app.example:8443"})
+    seen = received(await answer.json())
     assert seen["host"] == ["app.example:8443"]
     assert seen["x-forwarded-host"] == ["app.example:8443"]
 

@@ -20,7 +20,7 @@ import yaml
 from gateway.config import Config, load
 from gateway.errors import ConfigError
 from tests.conftest import ROOT
-from tests.test_packaging import FINAL
+from tests.helpers import FINAL
 
 K8S = ROOT / "deploy" / "kubernetes"
 VARIANTS = {
@@ -346,6 +346,7 @@ def test_mounted_secret_files_are_readable_by_the_gateway_user(deployed: Deploye
 
 def test_upstream_is_the_app_container_on_loopback(deployed: Deployed) -> None:
     upstream = deployed.config.upstream
+    assert upstream is not None, "a sidecar proxies to its app"
     assert upstream.host in LOOPBACK, "a sidecar's app is in the same pod"
     app_ports = {p["containerPort"] for c in deployed.apps for p in c.get("ports", [])}
     assert upstream.port in app_ports

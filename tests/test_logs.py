@@ -43,9 +43,34 @@ def test_access_line_is_valid_json_for_any_value(sink: io.StringIO, user: str | 
     assert record["logger"] == "gateway.access"
 
 
-def test_access_is_silent_until_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_access_is_silent_until_setup(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Before `logs.setup()` (tests, `check-config`, `explain`) an access line goes nowhere:
+    not to stdout, not to stderr, not later at a flush, and the call sets nothing up."""
     monkeypatch.setattr(logs, "_access_sink", None)
+    capfd.readouterr()
     logs.access(
         request_id="r", method="GET", path="/", status=200, duration=0.0, user=None,
         route="/", decision="public", upstream_status=200,
     )  # fmt: skip
+    logs.flush()
+    assert logs._access_sink is None
+    assert capfd.readouterr() == ("", "")
+
+
+def test_access_writes_once_set_up(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The other half: after `setup()` the same call is a line on stdout (so the silence
+    above is the missing sink, not a broken `access`)."""
+    monkeypatch.setattr(logs, "_access_sink", logs.LineSink(1))
+    capfd.readouterr()
+    logs.access(
+        request_id="r", method="GET", path="/", status=200, duration=0.0, user=None,
+        route="/", decision="public", upstream_status=200,
+    )  # fmt: skip
+    logs.flush()
+    out, err = capfd.readouterr()
+    assert json.loads(out)["request_id"] == "r"
+    assert err == ""

@@ -19,8 +19,8 @@ from tests.conftest import (
     scrape,
     session_extra,
 )
+from tests.helpers import cookie_header, set_cookies
 from tests.redis_server import RedisServer
-from tests.test_sessions import cookie_header, set_cookies
 
 Spawn = Callable[..., GatewayProcess]
 

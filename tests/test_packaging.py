@@ -20,7 +20,6 @@ import sys
 import sysconfig
 import tomllib
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,50 +27,12 @@ from packaging.requirements import Requirement
 
 from gateway.config import Config, Listen, load
 from tests.conftest import ROOT
+from tests.helpers import FINAL, STAGES, Stage, locked, run_dir
 
 SECRET = "packaging-test-secret-" + "x" * 32  # HS256 wants at least 32 bytes
 
 
 # -- reading the Dockerfile and .dockerignore ------------------------------------------
-
-
-@dataclass
-class Stage:
-    base: str
-    name: str | None
-    instructions: list[tuple[str, str]] = field(default_factory=list)  # (KEYWORD, arguments)
-
-    def args(self, keyword: str) -> list[str]:
-        return [args for kw, args in self.instructions if kw == keyword]
-
-
-def dockerfile_stages(text: str) -> list[Stage]:
-    """Instructions per stage; continuation lines joined, comments dropped."""
-    logical: list[str] = []
-    current = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue  # comments and blank lines may also sit inside a continuation
-        if line.endswith("\\"):
-            current += line[:-1] + " "
-            continue
-        logical.append(current + line)
-        current = ""
-    stages: list[Stage] = []
-    for entry in logical:
-        keyword, _, args = entry.partition(" ")
-        if keyword.upper() == "FROM":
-            words = [w for w in args.split() if not w.startswith("--")]
-            name = words[2] if len(words) == 3 and words[1].lower() == "as" else None
-            stages.append(Stage(words[0], name))
-        elif stages:
-            stages[-1].instructions.append((keyword.upper(), args.strip()))
-    return stages
-
-
-STAGES = dockerfile_stages((ROOT / "Dockerfile").read_text())
-FINAL = STAGES[-1] if STAGES else Stage("", None)
 
 
 def build_stage() -> Stage:
@@ -261,12 +222,16 @@ def _pip(*args: str, cwd: Path | None = None) -> None:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The gateway wheel, built from the files the image's build stage copies."""
-    base = tmp_path_factory.mktemp("image")
-    source = build_context(build_stage(), base / "context")
-    # with the build backend at hand, build offline; else pip fetches it (PyPI) in isolation
-    isolation = ["--no-build-isolation"] if _build_backend_installed() else []
-    _pip("wheel", "--no-deps", *isolation, "--wheel-dir", str(base / "wheels"), ".", cwd=source)
+    """The gateway wheel, built from the files the image's build stage copies; once a run,
+    by the first worker that needs it (the others wait for it and take the same file)."""
+    base = run_dir(tmp_path_factory) / "image"
+    with locked(run_dir(tmp_path_factory) / "image.lock"):
+        if not list((base / "wheels").glob("gateway-*.whl")):
+            source = build_context(build_stage(), base / "context")
+            # with the build backend at hand, build offline; else pip fetches it (PyPI)
+            isolation = ["--no-build-isolation"] if _build_backend_installed() else []
+            wheels = str(base / "wheels")
+            _pip("wheel", "--no-deps", *isolation, "--wheel-dir", wheels, ".", cwd=source)
     (built,) = (base / "wheels").glob("gateway-*.whl")
     return built
 

@@ -8,13 +8,12 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jwt
-import pytest
 
 from tests.conftest import (
     SAME_ORIGIN,
@@ -27,27 +26,9 @@ from tests.conftest import (
     session_extra,
     users_yaml,
 )
-from tests.test_sessions import cookie_header, set_cookies
+from tests.helpers import OPEN_ROUTES, cookie_header, set_cookies
 
 Spawn = Callable[..., GatewayProcess]
-
-OPEN_ROUTES = """
-routes:
-  - path: /public/:path*
-    auth: public
-  - path: /switch/:path*
-    auth: public
-default: required
-"""
-CLOSED_ROUTES = OPEN_ROUTES.replace(
-    "  - path: /switch/:path*\n    auth: public", "  - path: /switch/:path*\n    auth: deny"
-)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-        yield session
 
 
 async def status(http: aiohttp.ClientSession, url: str, **kwargs: Any) -> int:

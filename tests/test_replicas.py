@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.conftest import (
-    ROOT,
     SAME_ORIGIN,
     SECRET_ENV,
     GatewayProcess,
@@ -23,44 +19,19 @@ from tests.conftest import (
     session_extra,
     write_config,
 )
+from tests.helpers import (
+    cookie_header,
+    gateway_process,
+    run_cli,
+    set_cookies,
+    status,
+)
+from tests.helpers import (
+    sign_in_over_http as sign_in,
+)
 from tests.redis_server import RedisServer
-from tests.test_sessions import cookie_header, set_cookies
 
 Spawn = Callable[[str], GatewayProcess]
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-        yield session
-
-
-def cli(*args: str, secret: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**os.environ, SECRET_ENV: secret},
-        cwd=ROOT,
-        timeout=60,
-    )
-
-
-async def sign_in(http: aiohttp.ClientSession, gateway: GatewayProcess) -> dict[str, str]:
-    async with http.post(
-        gateway.url + "/login",
-        data={"username": "alice", "password": "wonderland"},
-        headers={"Origin": SAME_ORIGIN},
-        allow_redirects=False,
-    ) as response:
-        assert response.status == 303
-        return {name: c["value"] for name, c in set_cookies(response).items()}
-
-
-async def status(http: aiohttp.ClientSession, url: str, cookies: dict[str, str]) -> int:
-    async with http.get(url, headers=cookie_header(cookies)) as response:
-        return response.status
 
 
 @pytest.fixture
@@ -136,14 +107,14 @@ async def test_revoke_command_reaches_every_replica(
 ) -> None:
     a, b, cli_config = pair
     first, second = await sign_in(http, a), await sign_in(http, b)
-    listed = cli("sessions", "--user", "alice", "--config", cli_config, secret=secret)
+    listed = run_cli("sessions", "--user", "alice", "--config", cli_config, secret=secret)
     assert listed.returncode == 0, listed.stderr
     assert len(listed.stdout.strip().splitlines()) >= 2 and "127.0.0.1" in listed.stdout
     async with http.ws_connect(
         b.url + "/ws", headers={"Origin": SAME_ORIGIN, **cookie_header(second)}
     ) as ws:
         await ws.receive(timeout=5)  # the upstream's greeting
-        revoked = cli("revoke", "--user", "alice", "--config", cli_config, secret=secret)
+        revoked = run_cli("revoke", "--user", "alice", "--config", cli_config, secret=secret)
         assert revoked.returncode == 0, revoked.stderr
         assert "revoked alice" in revoked.stdout
         for gateway, cookies in ((a, first), (b, second), (a, second), (b, first)):
@@ -153,7 +124,7 @@ async def test_revoke_command_reaches_every_replica(
         assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert (
         "no live sessions"
-        in cli("sessions", "--user", "alice", "--config", cli_config, secret=secret).stdout
+        in run_cli("sessions", "--user", "alice", "--config", cli_config, secret=secret).stdout
     )
 
 
@@ -202,9 +173,9 @@ async def test_revoke_and_sessions_reach_a_memory_store_through_the_admin_port(
         text.replace("admin_listen: 127.0.0.1:1", f"admin_listen: 127.0.0.1:{port}"),
         "c.yaml",
     )
-    listed = cli("sessions", "--user", "alice", "--config", str(cli_config), secret=secret)
+    listed = run_cli("sessions", "--user", "alice", "--config", str(cli_config), secret=secret)
     assert listed.returncode == 0 and "signed in" in listed.stdout, listed.stderr
-    revoked = cli("revoke", "--user", "alice", "--config", str(cli_config), secret=secret)
+    revoked = run_cli("revoke", "--user", "alice", "--config", str(cli_config), secret=secret)
     assert revoked.returncode == 0 and "1 session ended" in revoked.stdout, revoked.stderr
     assert await status(http, gateway.url + "/api/x", cookies) == 401
 
@@ -223,23 +194,23 @@ async def test_session_admin_answers_loopback_only(
 def test_hash_password_makes_an_argon2id_hash_the_users_file_accepts(
     tmp_path: Path, secret: str, upstream_url: str
 ) -> None:
-    made = cli("hash-password", secret=secret, stdin="s3cret pass\n")
+    made = run_cli("hash-password", secret=secret, stdin="s3cret pass\n")
     assert made.returncode == 0, made.stderr
     digest = made.stdout.strip()
     assert digest.startswith("$argon2id$")
     assert "s3cret" not in made.stdout + made.stderr
     (tmp_path / "users.yaml").write_text(f'carol:\n  password_hash: "{digest}"\n')
     text = config_text(upstream_url, f"login:\n  users_file: {tmp_path / 'users.yaml'}\n")
-    checked = cli("check-config", "--config", str(write_config(tmp_path, text)), secret=secret)
+    checked = run_cli("check-config", "--config", str(write_config(tmp_path, text)), secret=secret)
     assert checked.returncode == 0, checked.stderr
-    assert cli("hash-password", secret=secret, stdin="\n").returncode == 1
+    assert run_cli("hash-password", secret=secret, stdin="\n").returncode == 1
 
 
 def test_workers_with_memory_store_is_a_config_error(
     tmp_path: Path, secret: str, upstream_url: str
 ) -> None:
     path = write_config(tmp_path, config_text(upstream_url, "workers: 2\n"))
-    result = cli("serve", "--config", str(path), secret=secret)
+    result = gateway_process("serve", "--config", str(path), env={SECRET_ENV: secret})
     assert result.returncode == 2
     assert "workers" in result.stderr and "redis://" in result.stderr
     assert "Traceback" not in result.stderr

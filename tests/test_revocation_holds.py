@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -27,21 +27,15 @@ from tests.conftest import (
     config_text,
     mint,
     received,
+    runtime_of,
     session_extra,
     write_config,
 )
-from tests.test_replicas import cli
-from tests.test_sessions import sign_in
+from tests.helpers import run_cli, sign_in
 
 DAY = 86400
 # the shortest lifetime the config allows: a gateway token is dead 1 s after issue
 SHORT = "access_ttl: 1s\nleeway: 0s"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-        yield session
 
 
 async def status_with(http: aiohttp.ClientSession, url: str, token: str) -> int:
@@ -74,7 +68,7 @@ async def test_a_revoked_users_foreign_token_stays_refused_past_access_ttl(
     foreign = mint(secret, sub=user, iat=now - 5, nbf=now - 5, exp=now + 3 * DAY)
     assert await status_with(http, url, foreign) == 200  # valid until the revoke
 
-    revoked = cli("revoke", "--user", user, "--config", str(cli_config), secret=secret)
+    revoked = run_cli("revoke", "--user", user, "--config", str(cli_config), secret=secret)
     assert revoked.returncode == 0, revoked.stderr
     assert await status_with(http, url, foreign) == 401
 
@@ -96,7 +90,7 @@ async def test_revoke_user_holds_in_process_for_a_token_minted_elsewhere(
     foreign = mint(secret, iat=now - 5, nbf=now - 5, exp=now + 30 * DAY)
     cookie = {"Cookie": f"access_token={foreign}"}
     assert (await client.get("/api/x", headers=cookie)).status == 200
-    sessions = client.server.runtime.snapshot.sessions  # type: ignore[attr-defined]
+    sessions = runtime_of(client).snapshot.sessions
     await sessions.revoke_user("alice")
     assert (await client.get("/api/x", headers=cookie)).status == 401
     await asyncio.sleep(2.5)
@@ -114,7 +108,7 @@ async def _revoked_alice_and_bob(client: Client, kind: str = "access") -> tuple[
     access token."""
     alice = await sign_in(client)
     bob = await sign_in(client, "bob", "builder")
-    sessions = client.server.runtime.snapshot.sessions  # type: ignore[attr-defined]
+    sessions = runtime_of(client).snapshot.sessions
     assert await sessions.revoke_user("alice") == 1
     return alice[f"{kind}_token"], bob["access_token"]
 

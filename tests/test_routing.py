@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -72,10 +73,10 @@ def test_bad_patterns_are_refused_with_a_reason(pattern: str, message: str) -> N
         compile_pattern(pattern)
 
 
-def _route(index: int, source: str, **kw: object) -> Route:
+def _route(index: int, source: str, **kw: Any) -> Route:
     is_regex = bool(kw.pop("is_regex", False))
     regex = re.compile(source, re.I) if is_regex else compile_pattern(source)
-    return Route(index=index, source=source, line=index + 1, regex=regex, is_regex=is_regex, **kw)  # type: ignore[arg-type]
+    return Route(index=index, source=source, line=index + 1, regex=regex, is_regex=is_regex, **kw)
 
 
 def test_first_match_wins_then_default() -> None:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import time
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
@@ -27,39 +26,10 @@ from tests.conftest import (
     hash_of,
     mint,
     received,
+    runtime_of,
     session_extra,
 )
-
-FORM_HEADERS = {"Origin": SAME_ORIGIN}
-
-
-def set_cookies(response: aiohttp.ClientResponse) -> dict[str, dict[str, Any]]:
-    """name -> {value, attributes...} from every Set-Cookie of a response."""
-    found: dict[str, dict[str, Any]] = {}
-    for header in response.headers.getall("Set-Cookie", ()):
-        jar: SimpleCookie = SimpleCookie()
-        jar.load(header)
-        for name, morsel in jar.items():
-            found[name] = {"value": morsel.value, "raw": header}
-            found[name].update({k: v for k, v in morsel.items() if v != ""})
-    return found
-
-
-def cookie_header(cookies: dict[str, str]) -> dict[str, str]:
-    return {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
-
-
-async def sign_in(
-    client: Client, user: str = "alice", password: str = "wonderland", next_path: str = "/"
-) -> dict[str, str]:
-    response = await client.post(
-        "/login",
-        data={"username": user, "password": password, "next": next_path},
-        headers=FORM_HEADERS,
-        allow_redirects=False,
-    )
-    assert response.status == 303, await response.text()
-    return {name: c["value"] for name, c in set_cookies(response).items()}
+from tests.helpers import FORM_HEADERS, cookie_header, set_cookies, sign_in
 
 
 @pytest.fixture
@@ -314,7 +284,7 @@ async def test_replay_after_grace_revokes_the_whole_login(
     cleared = set_cookies(replay)
     assert cleared["refresh_token"]["max-age"] == "0" and cleared["access_token"]["max-age"] == "0"
     events = [r for r in caplog.records if getattr(r, "event", "") == "refresh_reuse"]
-    assert len(events) == 1 and events[0].user == "alice"  # type: ignore[attr-defined]
+    assert len(events) == 1 and vars(events[0])["user"] == "alice"
     # the newest refresh token of that login is dead, and so is its access token
     for cookies in (
         {"refresh_token": newest["refresh_token"]},
@@ -338,7 +308,8 @@ async def test_a_refresh_token_is_never_an_access_token(gateway: Client) -> None
 async def test_removed_user_cannot_refresh(make_gateway: GatewayFactory, tmp_path: Path) -> None:
     client = await make_gateway(session_extra(tmp_path))
     first = await sign_in(client, "bob", "builder")
-    users = client.server.runtime.snapshot.config.login.users  # type: ignore[attr-defined]
+    users = runtime_of(client).snapshot.config.login.users
+    assert users is not None and isinstance(users.users, dict)
     del users.users["bob"]  # what a users-file reload without bob will do
     response = await client.get(
         "/api/x", headers=cookie_header({"refresh_token": first["refresh_token"]})
@@ -394,7 +365,7 @@ async def test_logout_by_get_only_from_the_same_site(gateway: Client) -> None:
 async def test_revoke_user_refuses_tokens_issued_before(gateway: Client) -> None:
     alice = await sign_in(gateway)
     bob = await sign_in(gateway, "bob", "builder")
-    sessions = gateway.server.runtime.snapshot.sessions  # type: ignore[attr-defined]
+    sessions = runtime_of(gateway).snapshot.sessions
     assert await sessions.revoke_user("alice") == 1
     for cookies in (
         {"access_token": alice["access_token"]},
@@ -469,9 +440,9 @@ async def test_store_down_fails_closed_with_503(
 ) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
     client = await make_gateway(session_extra(tmp_path, store=dead))
-    token = client.server.runtime.snapshot.sessions.issuer.access("alice", "fam", {}, time.time())[
-        0
-    ]  # type: ignore[attr-defined]
+    issuer = runtime_of(client).snapshot.sessions.issuer
+    assert issuer is not None
+    token = issuer.access("alice", "fam", {}, time.time())[0]
     response = await client.get("/api/x", headers=cookie_header({"access_token": token}))
     assert response.status == 503
     assert response.headers["Retry-After"] == "1"

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import GatewayProcess, config_text, log_lines, metric, scrape
-from tests.test_reload import OPEN_ROUTES
+from tests.helpers import OPEN_ROUTES
 
 Spawn = Callable[..., GatewayProcess]
 ROUTES = OPEN_ROUTES  # /public and /switch public, the rest required
