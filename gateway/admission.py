@@ -16,6 +16,17 @@ from . import proxy, responses
 _HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{0,5})?$")
 
 
+_GOOD_HOSTS: set[str] = set()  # Host values seen well-formed: a set lookup, not a regex
+
+
+def _good_host(host: str) -> bool:
+    if not _HOST.match(host):
+        return False
+    if len(_GOOD_HOSTS) < 1024:  # bounded: a client cycling names cannot grow it
+        _GOOD_HOSTS.add(host)
+    return True
+
+
 def malformed(request: web.BaseRequest) -> str | None:
     """What aiohttp's parser lets through but the upstream must never be asked."""
     if request.method == hdrs.METH_CONNECT:
@@ -29,7 +40,7 @@ def malformed(request: web.BaseRequest) -> str | None:
             # a coding other than chunked would be dropped undecoded on the way: never guessed
             return "Transfer-Encoding other than chunked is not supported"
     host = headers.get(hdrs.HOST)
-    if host and not _HOST.match(host):
+    if host and host not in _GOOD_HOSTS and not _good_host(host):
         # forwarded as is (preserve_host) and read by the app: one well-formed host[:port]
         # (aiohttp's parser already refuses a second Host header)
         return "the Host header is not one host[:port]"

@@ -80,19 +80,23 @@ class _Connection(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         before = self._request_count
-        body_done = self._body.is_eof()
+        idle = before == self._handled
+        body_done = not idle and self._body.is_eof()
         super().data_received(data)
         if self._request_count != before:
-            self._disarm()  # a whole head arrived
+            if self._head_deadline is not None:
+                self._disarm()  # a whole head arrived
             self._body = self._messages[-1][1] if self._messages else EMPTY_PAYLOAD
             # a bodiless head, then more bytes in the same packet: the next head began
             self._next_head_started = self._body is EMPTY_PAYLOAD and not data.endswith(b"\r\n\r\n")
-        elif data and self._idle and self._head_deadline is None:
-            self._arm()  # the start of a head on a kept-alive connection
-        elif data and not self._idle and body_done and not self._upgraded:
-            self._next_head_started = True  # the running request's body had ended
-        if data:
+        elif not data:
+            return
+        elif idle:
+            if self._head_deadline is None:
+                self._arm()  # the start of a head on a kept-alive connection
             self._got_bytes = True
+        elif body_done and not self._upgraded:
+            self._next_head_started = True  # the running request's body had ended
 
     @property
     def _idle(self) -> bool:

@@ -84,7 +84,9 @@ async def authorize(view: RequestView, snapshot: Snapshot, route: Route | None =
         route = route_of(view, snapshot)
     if route.auth not in ("required", "optional"):
         return Verdict(decide(route, NOBODY, view), route)
-    if refused_cross_site(route, view, snapshot):
+    if (view.method not in SAFE_METHODS or view.websocket) and refused_cross_site(
+        route, view, snapshot
+    ):
         return Verdict("cross_site", route)
     identity = identify(view, snapshot.verifier, config.cookies.access)
     identity, set_cookies = await snapshot.sessions.authenticate(view, identity)

@@ -192,13 +192,9 @@ def identity_values(
     return tuple((header, value) for header, value in pairs if value is not None)
 
 
-def response_headers(upstream: aiohttp.ClientResponse, extra: Headers) -> Headers:
+def response_headers(upstream: CIMultiDictProxy[str], extra: Headers) -> Headers:
     """Upstream headers less hop-by-hop ones, then `extra`, which replaces same-named
     upstream headers (but Set-Cookie, which only ever adds)."""
-    return _returned(upstream.headers, extra)
-
-
-def _returned(upstream: CIMultiDictProxy[str], extra: Headers) -> Headers:
     drop = connection_tokens(upstream) | {
         name.lower() for name, _ in extra if name.lower() != "set-cookie"
     }
@@ -312,7 +308,7 @@ async def forward(
     except (aiohttp.ClientError, OSError) as exc:
         return failed(request, exc), 0
     try:
-        out_headers = response_headers(upstream, extra_headers)
+        out_headers = response_headers(upstream.headers, extra_headers)
         status, length = upstream.status, upstream.content_length
         if request.method != "HEAD" and length is not None and length <= _BUFFER_LIMIT:
             try:
@@ -389,7 +385,7 @@ async def forward_websocket(
         return web.Response(
             status=status,
             reason=reason,
-            headers=_returned(upstream_headers, extra_headers),
+            headers=response_headers(upstream_headers, extra_headers),
             body=body,
         ), status
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
