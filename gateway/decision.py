@@ -10,7 +10,8 @@ the door's business.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from .auth import NOBODY, Decision, Identity, cookie_value, identify
 from .origin import SAFE_METHODS, cross_site
@@ -20,17 +21,15 @@ from .routing import Route
 from .runtime import Snapshot
 from .view import RequestView
 
-Headers = list[tuple[str, str]]
 
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What was decided, on what, and the cookies the answer must carry (a refresh)."""
+class Verdict(NamedTuple):
+    """What was decided, on what, and the cookies the answer must carry (a refresh).
+    A NamedTuple: as immutable as a frozen dataclass, at a fraction of its cost per request."""
 
     decision: Decision
     route: Route
     identity: Identity = NOBODY
-    set_cookies: Headers = field(default_factory=list)
+    set_cookies: Sequence[tuple[str, str]] = ()
 
     @property
     def passes(self) -> bool:

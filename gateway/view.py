@@ -9,8 +9,7 @@ method and headers (`Asking`), never the transport, so every door decides alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from multidict import CIMultiDictProxy
 
@@ -25,8 +24,9 @@ class Asking(Protocol):
     def headers(self) -> CIMultiDictProxy[str]: ...
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RequestView:
+class RequestView(NamedTuple):
+    """Built per request: a NamedTuple, immutable, and cheaper than a frozen dataclass."""
+
     method: str
     raw_path: str  # as the client sent it, no query
     path: str  # normalized (paths.normalize): what the upstream receives
