@@ -76,7 +76,10 @@ def check_token(verifier: Verifier, token: str, *, bearer: bool = False) -> Iden
 
 
 def bearer_token(request: Asking) -> str | None:
-    scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    header = request.headers.get(hdrs.AUTHORIZATION)
+    if not header:
+        return None  # the common case, checked on every request
+    scheme, _, credentials = header.partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         return None
     return credentials.strip()

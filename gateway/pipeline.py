@@ -283,6 +283,8 @@ def _our_bearer(request: web.BaseRequest, snapshot: Snapshot) -> bool:
     """A bearer token of ours is never forwarded, valid, expired or revoked, whether or not
     it was the credential decided on (a cookie wins over it): an app that checks the token
     itself must never see one of a revoked session."""
+    if hdrs.AUTHORIZATION not in request.headers:
+        return False
     token = bearer_token(request)
     return token is not None and is_ours(snapshot.verifier, token)
 
