@@ -10,6 +10,7 @@ would lock everybody out of sign-in.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 
@@ -19,6 +20,15 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    if not trusted:
+        return False
+    return _trusted(address, tuple(trusted))
+
+
+@functools.lru_cache(maxsize=4096)
+def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    """Remembered per address: parsing it costs microseconds on every request behind a
+    proxy, and the same few addresses (the proxies, the clients) come again and again."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

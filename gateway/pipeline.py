@@ -146,6 +146,7 @@ async def _handle(
         outcome.decision = verdict.decision if verdict else "forward_auth_refused"
         if verdict is not None:
             outcome.route = verdict.route.label
+            outcome.client = client_address(request, config.trusted_proxies)
             if verdict.identity.principal is not None:
                 outcome.user = verdict.identity.principal.subject
         return _own(answer, request_id, outcome)
