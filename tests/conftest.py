@@ -451,11 +451,11 @@ async def raw_request(
         name, _, value = line.partition(":")
         parsed[name.strip().lower()] = value.strip()
     if parsed.get("transfer-encoding") == "chunked":
-        body = _dechunk(body)
+        body = dechunk(body)
     return RawResponse(int(status_line.split()[1]), parsed, body)
 
 
-def _dechunk(data: bytes) -> bytes:
+def dechunk(data: bytes) -> bytes:
     out = b""
     while data:
         size_line, _, rest = data.partition(b"\r\n")

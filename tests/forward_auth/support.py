@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.conftest import dechunk
 from tests.ingress.support import (
     CADDY,
     NGINX,
@@ -29,6 +30,7 @@ from tests.ingress.support import (
     code_blocks,
     doc_block,
     free_port,
+    nginx_command,
     replace_once,
     require,
 )
@@ -108,21 +110,8 @@ def start_proxy(
         site_file = directory / "app.conf"
         cache = directory / "decisions" if cached else None
         site_file.write_text(site or nginx_site(gateway_port, app_port, port, cache))
-        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (directory / sub).mkdir(exist_ok=True)
+        command = nginx_command(executable, directory, site_file)
         config = directory / "nginx.conf"
-        text = (INGRESS / "nginx.conf").read_text()
-        for key, value in {
-            "prefix": str(directory),
-            "site": str(site_file),
-            "user": "user root;" if os.geteuid() == 0 else "",
-        }.items():
-            text = text.replace(f"@{key}@", value)
-        config.write_text(text)
-        command = [
-            executable, "-p", str(directory), "-e", str(directory / "error.log"),
-            "-c", str(config), "-g", "daemon off;",
-        ]  # fmt: skip
     elif name == CADDY:
         config = directory / "Caddyfile"
         config.write_text(site or caddyfile(gateway_port, app_port, port))
@@ -233,17 +222,5 @@ async def raw_get(
         name, _, value = line.partition(":")
         parsed.append((name.strip(), value.strip()))
     if any(k.lower() == "transfer-encoding" and "chunked" in v for k, v in parsed):
-        body = _dechunk(body)
+        body = dechunk(body)
     return Raw(int(status_line.split()[1]), parsed, body)
-
-
-def _dechunk(data: bytes) -> bytes:
-    out = b""
-    while data:
-        size_line, _, rest = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        data = rest[size + 2 :]
-    return out

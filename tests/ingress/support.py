@@ -41,6 +41,26 @@ GATEWAY_BEHIND_PROXY = "# config.yaml: the gateway behind a proxy on the same ho
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 
 
+def nginx_command(executable: str, directory: Path, site: Path) -> list[str]:
+    """Debian's nginx run from `directory` (nothing under /etc or /var), serving `site`."""
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (directory / sub).mkdir(exist_ok=True)
+    config = directory / "nginx.conf"
+    text = (HERE / "nginx.conf").read_text()
+    for key, value in {
+        "prefix": str(directory),
+        "site": str(site),
+        # as root, nginx would hand its workers to 'nobody', who cannot read tmp: keep ours
+        "user": "user root;" if os.geteuid() == 0 else "",
+    }.items():
+        text = text.replace(f"@{key}@", value)
+    config.write_text(text)
+    return [
+        executable, "-p", str(directory), "-e", str(directory / "error.log"),
+        "-c", str(config), "-g", "daemon off;",
+    ]  # fmt: skip
+
+
 def code_blocks(page: Path) -> list[str]:
     return _FENCE.findall(page.read_text())
 
@@ -142,22 +162,8 @@ def start_proxy(name: str, directory: Path, gateway_port: int, block: str | None
     if name == NGINX:
         site = directory / "gateway.conf"
         site.write_text(nginx_site(block or doc_block(NGINX_SITE), port, gateway_port))
-        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (directory / sub).mkdir(exist_ok=True)
+        command = nginx_command(executable, directory, site)
         config = directory / "nginx.conf"
-        text = (HERE / "nginx.conf").read_text()
-        for key, value in {
-            "prefix": str(directory),
-            "site": str(site),
-            # as root, nginx would hand its workers to 'nobody', who cannot read tmp: keep ours
-            "user": "user root;" if os.geteuid() == 0 else "",
-        }.items():
-            text = text.replace(f"@{key}@", value)
-        config.write_text(text)
-        command = [
-            executable, "-p", str(directory), "-e", str(directory / "error.log"),
-            "-c", str(config), "-g", "daemon off;",
-        ]  # fmt: skip
     elif name == CADDY:
         config = directory / "Caddyfile"
         config.write_text(caddyfile(block or doc_block(CADDYFILE), port, gateway_port))
