@@ -7,7 +7,7 @@ rotation cannot both win. Any failure surfaces as StoreUnavailable: the
 caller answers 503 rather than guess, which is what keeps a revoked token out
 while Redis is down. Keys live under `gw:`; a single Redis (or a primary
 behind Sentinel or a managed endpoint) is assumed, not Redis Cluster, since
-revocation touches keys derived from one user.
+revocation touches keys derived from one user. Key names: redis_keys.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from yarl import URL
 
+from .redis_keys import key, prefix, throttle_key
 from .redis_wire import PipelinedConnection, WireError
 from .store import AccessCheck, Limits, Rotation, Session, StoreUnavailable
 
 T = TypeVar("T")
-_P = "gw:"
 
 # KEYS: family, user index. ARGV: subject, digest, now, client, user agent, ttl ms, family id
 _CREATE = """
@@ -69,7 +69,7 @@ if KEYS[4] then redis.call('SET', KEYS[4], '1', 'PX', ARGV[1]) end
 return 1
 """
 
-# KEYS: user index, cut-off. ARGV: now, ms, key prefix
+# KEYS: user index, cut-off. ARGV: now, ms, the user's key prefix (same hash tag: same slot)
 _REVOKE_USER = """
 local n = 0
 for _, fid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
@@ -169,9 +169,9 @@ class RedisStore:
         keys = []
         for check, _ in batch:
             keys += [
-                _P + "deny:" + check.jti,
-                _P + "cut:" + check.subject,
-                _P + "dead:" + check.family,
+                key(check.subject, "deny", check.jti),
+                key(check.subject, "cut"),
+                key(check.subject, "dead", check.family),
             ]
         why = "no answer"
         try:
@@ -211,7 +211,7 @@ class RedisStore:
         raise StoreUnavailable("no answer")  # not reached: the loop returns or raises
 
     async def create_family(self, session: Session, token_digest: str, ttl: float) -> None:
-        keys = [_P + "fam:" + session.family, _P + "user:" + session.subject]
+        keys = [key(session.subject, "fam", session.family), key(session.subject, "user")]
         args: list[str | int] = [
             session.subject,
             token_digest,
@@ -237,7 +237,7 @@ class RedisStore:
         user_agent: str,
         revoked_for: float,
     ) -> Rotation:
-        keys = [_P + "fam:" + family, _P + "dead:" + family, _P + "user:" + subject]
+        keys = [key(subject, "fam", family), key(subject, "dead", family), key(subject, "user")]
         args: list[str | int] = [
             presented,
             successor,
@@ -253,24 +253,25 @@ class RedisStore:
         return Rotation(outcome, float(rotated_at))
 
     async def end_family(self, family: str, subject: str, jti: str | None, deny_for: float) -> None:
-        keys = [_P + "fam:" + family, _P + "dead:" + family, _P + "user:" + subject]
+        keys = [key(subject, "fam", family), key(subject, "dead", family), key(subject, "user")]
         if jti:
-            keys.append(_P + "deny:" + jti)
+            keys.append(key(subject, "deny", jti))
         await self._call(self._end(keys=keys, args=[_ms(deny_for), family]))
 
     async def revoke_user(self, subject: str, now: float, keep_for: float) -> int:
-        keys = [_P + "user:" + subject, _P + "cut:" + subject]
-        count = await self._call(self._revoke_user(keys=keys, args=[repr(now), _ms(keep_for), _P]))
+        keys = [key(subject, "user"), key(subject, "cut")]
+        args: list[str | int] = [repr(now), _ms(keep_for), prefix(subject)]
+        count = await self._call(self._revoke_user(keys=keys, args=args))
         return int(count)
 
     async def sessions(self, subject: str) -> list[Session]:
-        found = await self._call(self._redis.zrange(_P + "user:" + subject, 0, -1))
+        found = await self._call(self._redis.zrange(key(subject, "user"), 0, -1))
         families = [str(f) for f in found]
         if not families:
             return []
         pipe = self._redis.pipeline(transaction=False)
         for family in families:
-            pipe.hgetall(_P + "fam:" + family)
+            pipe.hgetall(key(subject, "fam", family))
         rows = await self._call(pipe.execute())
         return [
             Session(
@@ -305,12 +306,16 @@ class RedisStore:
 
 
 def _pair_key(username: str, client: str) -> str:
-    return f"{_P}fail:pair:{username}\0{client}"
+    return throttle_key("pair", f"{username}\0{client}")
 
 
 def _failure_keys(username: str, client: str, limits: Limits) -> tuple[list[str], list[int]]:
     """Failures counted three ways: the pair, the username alone, the client alone."""
     return (
-        [_pair_key(username, client), f"{_P}fail:user:{username}", f"{_P}fail:client:{client}"],
+        [
+            _pair_key(username, client),
+            throttle_key("user", username),
+            throttle_key("client", client),
+        ],
         [limits.pair, limits.single, limits.single],
     )

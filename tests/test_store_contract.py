@@ -282,7 +282,7 @@ async def test_concurrent_checks_each_get_their_own_answer(store: Store) -> None
     await store.revoke_user(other, time.time(), 60)
     now = time.time()
     checks = [
-        (AccessCheck("denied-jti", _user(), "", now), True),
+        (AccessCheck("denied-jti", user, "", now), True),  # a jti belongs to one subject
         (AccessCheck("fine", _user(), "", now), False),
         (AccessCheck("fine", user, family, now), True),  # dead family
         (AccessCheck("fine", other, "", now - 5), True),  # before the cut-off
