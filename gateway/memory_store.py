@@ -37,6 +37,8 @@ class MemoryStore:
         self._marks: dict[str, float] = {}  # key -> expiry: deny:{jti}, dead:{family}
         self._cutoffs: dict[str, tuple[float, float]] = {}  # subject -> (cut-off, expiry)
         self._failures: dict[str, tuple[int, float]] = {}  # key -> (count, window end)
+        self._values: dict[str, tuple[str, float]] = {}  # state:/link: key -> (value, expiry)
+        self._index: dict[str, tuple[dict[str, str], float]] = {}  # -> ({family: sub}, expiry)
         self._swept = self._clock()
 
     async def access_revoked(self, check: AccessCheck) -> bool:
@@ -127,8 +129,51 @@ class MemoryStore:
             if count > 0:
                 self._failures[key] = (count - 1, end)
 
+    async def put_login_state(self, key: str, value: str, ttl: float) -> None:
+        now = self._clock()
+        self._sweep(now)
+        self._values["state:" + key] = (value, now + ttl)
+
+    async def take_login_state(self, key: str) -> str | None:
+        return self._take("state:" + key)
+
+    async def mark_once(self, key: str, ttl: float) -> bool:
+        now = self._clock()
+        if self._marks.get("once:" + key, 0) > now:
+            return False
+        self._sweep(now)
+        self._marks["once:" + key] = now + ttl
+        return True
+
+    async def put_provider_link(self, family: str, subject: str, value: str, ttl: float) -> None:
+        self._values["link:" + family] = (value, self._clock() + ttl)
+
+    async def provider_link(self, family: str, subject: str) -> str | None:
+        value, expires = self._values.get("link:" + family, ("", 0.0))
+        return value if expires > self._clock() else None
+
+    async def drop_provider_link(self, family: str, subject: str) -> None:
+        self._values.pop("link:" + family, None)
+
+    async def index_provider_session(
+        self, index: str, family: str, subject: str, ttl: float
+    ) -> None:
+        now = self._clock()
+        members, expires = self._index.get(index, ({}, 0.0))
+        members = members if expires > now else {}
+        members[family] = subject
+        self._index[index] = (members, now + ttl)
+
+    async def provider_sessions(self, index: str) -> dict[str, str]:
+        members, expires = self._index.get(index, ({}, 0.0))
+        return dict(members) if expires > self._clock() else {}
+
     async def ping(self) -> None:
         return None
+
+    def _take(self, key: str) -> str | None:
+        value, expires = self._values.pop(key, ("", 0.0))
+        return value if expires > self._clock() else None
 
     async def close(self) -> None:
         return None
@@ -163,6 +208,10 @@ class MemoryStore:
             del self._cutoffs[sub]
         for key in [k for k, (_, end) in self._failures.items() if end <= now]:
             del self._failures[key]
+        for key in [k for k, (_, end) in self._values.items() if end <= now]:
+            del self._values[key]
+        for key in [k for k, (_, end) in self._index.items() if end <= now]:
+            del self._index[key]
 
 
 def _pair_key(username: str, client: str) -> str:

@@ -162,7 +162,8 @@ def exposition(workers_directory: str | None = None) -> tuple[bytes, str]:
 
 Operation = Literal[
     "access_revoked", "create_family", "rotate", "end_family", "revoke_user", "sessions",
-    "attempt", "take_back", "ping",
+    "attempt", "take_back", "ping", "login_state", "mark_once", "provider_link",
+    "provider_index",
 ]  # fmt: skip
 T = TypeVar("T")
 
@@ -239,6 +240,36 @@ class MeasuredStore:
 
     def take_back(self, username: str, client: str, *, success: bool) -> Coroutine[Any, Any, None]:
         return self._timed("take_back", self._inner.take_back(username, client, success=success))
+
+    def put_login_state(self, key: str, value: str, ttl: float) -> Coroutine[Any, Any, None]:
+        return self._timed("login_state", self._inner.put_login_state(key, value, ttl))
+
+    def take_login_state(self, key: str) -> Coroutine[Any, Any, str | None]:
+        return self._timed("login_state", self._inner.take_login_state(key))
+
+    def mark_once(self, key: str, ttl: float) -> Coroutine[Any, Any, bool]:
+        return self._timed("mark_once", self._inner.mark_once(key, ttl))
+
+    def put_provider_link(
+        self, family: str, subject: str, value: str, ttl: float
+    ) -> Coroutine[Any, Any, None]:
+        call = self._inner.put_provider_link(family, subject, value, ttl)
+        return self._timed("provider_link", call)
+
+    def provider_link(self, family: str, subject: str) -> Coroutine[Any, Any, str | None]:
+        return self._timed("provider_link", self._inner.provider_link(family, subject))
+
+    def drop_provider_link(self, family: str, subject: str) -> Coroutine[Any, Any, None]:
+        return self._timed("provider_link", self._inner.drop_provider_link(family, subject))
+
+    def index_provider_session(
+        self, index: str, family: str, subject: str, ttl: float
+    ) -> Coroutine[Any, Any, None]:
+        call = self._inner.index_provider_session(index, family, subject, ttl)
+        return self._timed("provider_index", call)
+
+    def provider_sessions(self, index: str) -> Coroutine[Any, Any, dict[str, str]]:
+        return self._timed("provider_index", self._inner.provider_sessions(index))
 
     def ping(self) -> Coroutine[Any, Any, None]:
         return self._timed("ping", self._inner.ping())

@@ -111,6 +111,21 @@ return 1
 """
 
 
+# OpenID Connect records, each one key. KEYS: the key. Get-and-delete (GETDEL before 6.2).
+_TAKE = """
+local v = redis.call('GET', KEYS[1])
+if v then redis.call('DEL', KEYS[1]) end
+return v
+"""
+
+# KEYS: the index. ARGV: family, subject, ttl ms
+_INDEX = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
@@ -139,6 +154,8 @@ class RedisStore:
         self._revoke_user = self._redis.register_script(_REVOKE_USER)
         self._attempt = self._redis.register_script(_ATTEMPT)
         self._take_back = self._redis.register_script(_TAKE_BACK)
+        self._take = self._redis.register_script(_TAKE)
+        self._index = self._redis.register_script(_INDEX)
 
     async def _call(self, operation: Awaitable[T]) -> T:
         try:
@@ -295,6 +312,41 @@ class RedisStore:
     async def take_back(self, username: str, client: str, *, success: bool) -> None:
         keys, _ = _failure_keys(username, client, Limits(pair=0, single=0, window=0))
         await self._call(self._take_back(keys=keys, args=["1" if success else "0"]))
+
+    # OpenID Connect: login states and index entries are keyed (hash-tagged) by their own
+    # random or provider-given name, so they spread over the cluster; a session's provider
+    # link lives in its user's slot, beside the family.
+
+    async def put_login_state(self, key_: str, value: str, ttl: float) -> None:
+        await self._call(self._redis.set(key(key_, "oidc-state"), value, px=_ms(ttl)))
+
+    async def take_login_state(self, key_: str) -> str | None:
+        value = await self._call(self._take(keys=[key(key_, "oidc-state")], args=[]))
+        return None if value is None else str(value)
+
+    async def mark_once(self, key_: str, ttl: float) -> bool:
+        done = await self._call(self._redis.set(key(key_, "once"), "1", px=_ms(ttl), nx=True))
+        return bool(done)
+
+    async def put_provider_link(self, family: str, subject: str, value: str, ttl: float) -> None:
+        await self._call(self._redis.set(key(subject, "oidc-link", family), value, px=_ms(ttl)))
+
+    async def provider_link(self, family: str, subject: str) -> str | None:
+        value = await self._call(self._redis.get(key(subject, "oidc-link", family)))
+        return None if value is None else str(value)
+
+    async def drop_provider_link(self, family: str, subject: str) -> None:
+        await self._call(self._redis.delete(key(subject, "oidc-link", family)))
+
+    async def index_provider_session(
+        self, index: str, family: str, subject: str, ttl: float
+    ) -> None:
+        args: list[str | int] = [family, subject, _ms(ttl)]
+        await self._call(self._index(keys=[key(index, "oidc-index")], args=args))
+
+    async def provider_sessions(self, index: str) -> dict[str, str]:
+        found = await self._call(self._redis.hgetall(key(index, "oidc-index")))
+        return {str(k): str(v) for k, v in found.items()}
 
     async def ping(self) -> None:
         await self._call(self._redis.ping())

@@ -112,6 +112,32 @@ class Store(Protocol):
         """The attempt was no failure: it no longer counts against the username, the
         client or the pair; after a success the pair's earlier failures are forgiven too."""
 
+    # -- OpenID Connect (gateway/oidc): opaque values, the policy lives there -----------
+
+    async def put_login_state(self, key: str, value: str, ttl: float) -> None:
+        """A sign-in in flight at a provider (state, nonce, PKCE verifier), for `ttl`."""
+
+    async def take_login_state(self, key: str) -> str | None:
+        """Atomic get-and-delete: a state is used once, whichever replica the callback hits."""
+
+    async def mark_once(self, key: str, ttl: float) -> bool:
+        """True the first time `key` is marked within `ttl` (a logout token's jti), else False."""
+
+    async def put_provider_link(self, family: str, subject: str, value: str, ttl: float) -> None:
+        """What a session signed in at a provider keeps of it (its refresh token, sid, sub)."""
+
+    async def provider_link(self, family: str, subject: str) -> str | None: ...
+
+    async def drop_provider_link(self, family: str, subject: str) -> None: ...
+
+    async def index_provider_session(
+        self, index: str, family: str, subject: str, ttl: float
+    ) -> None:
+        """`index` (a provider's sid or sub) -> this family; kept `ttl` after the last add."""
+
+    async def provider_sessions(self, index: str) -> dict[str, str]:
+        """The families (-> their subject) filed under `index`; some may have ended since."""
+
     async def ping(self) -> None:
         """Raises StoreUnavailable when the store does not answer."""
 

@@ -312,3 +312,58 @@ async def test_redis_with_a_password_and_a_database(tmp_path: Path) -> None:
         await wrong.close()
     finally:
         server.stop()
+
+
+# -- OpenID Connect records (gateway/oidc) ------------------------------------------------
+
+
+async def test_a_login_state_is_taken_once(store: Store) -> None:
+    key = uuid.uuid4().hex
+    assert await store.take_login_state(key) is None
+    await store.put_login_state(key, '{"n": 1}', 60)
+    taken = await asyncio.gather(*(store.take_login_state(key) for _ in range(5)))
+    assert [t for t in taken if t is not None] == ['{"n": 1}'] and taken.count(None) == 4
+
+
+async def test_a_login_state_expires(store: Store, clock: Clock) -> None:
+    key = uuid.uuid4().hex
+    await store.put_login_state(key, "v", EXPIRES)
+    await clock.advance(EXPIRES + 0.3)
+    assert await store.take_login_state(key) is None
+
+
+async def test_a_once_marker_is_first_only_once_until_it_expires(
+    store: Store, clock: Clock
+) -> None:
+    key = uuid.uuid4().hex
+    marks = await asyncio.gather(*(store.mark_once(key, EXPIRES) for _ in range(5)))
+    assert sorted(marks) == [False, False, False, False, True]
+    await clock.advance(EXPIRES + 0.3)
+    assert await store.mark_once(key, 60)
+
+
+async def test_a_provider_link_lives_with_its_family(store: Store, clock: Clock) -> None:
+    user = _user()
+    family = await _login(store, user)
+    assert await store.provider_link(family, user) is None
+    await store.put_provider_link(family, user, "one", 60)
+    await store.put_provider_link(family, user, "two", 60)
+    assert await store.provider_link(family, user) == "two"
+    await store.drop_provider_link(family, user)
+    assert await store.provider_link(family, user) is None
+    await store.put_provider_link(family, user, "three", EXPIRES)
+    await clock.advance(EXPIRES + 0.3)
+    assert await store.provider_link(family, user) is None
+
+
+async def test_the_provider_index_finds_every_family_filed_under_it(
+    store: Store, clock: Clock
+) -> None:
+    index, user, other = f"corp\0sub\0{uuid.uuid4().hex}", _user(), _user()
+    assert await store.provider_sessions(index) == {}
+    await store.index_provider_session(index, "fam-1", user, 60)
+    await store.index_provider_session(index, "fam-2", other, 60)
+    assert await store.provider_sessions(index) == {"fam-1": user, "fam-2": other}
+    await store.index_provider_session(index, "fam-3", user, EXPIRES)
+    await clock.advance(EXPIRES + 0.3)
+    assert await store.provider_sessions(index) == {}
