@@ -1,7 +1,7 @@
 """Forward-auth with real outer proxies, run from the configurations in docs/forward-auth.md.
 
-nginx (`auth_request`, written the way ingress-nginx generates it) and Caddy (`forward_auth`)
-each run as a plain process on a loopback port, from the code blocks of docs/forward-auth.md
+nginx (`auth_request`, written the way ingress-nginx generates it), Caddy (`forward_auth`) and
+HAProxy (the docs' Lua action) each run as a plain process on a loopback port, from the code blocks of docs/forward-auth.md
 (only addresses changed), in front of an app that records what reaches it; a real
 `gateway serve` configured as the page says (`forward_auth`, `trusted_proxies`, no upstream)
 only decides, and serves /login and /logout through the proxy. Through each: every kind of
@@ -49,9 +49,9 @@ from tests.forward_auth.support import (
     start_proxy,
 )
 from tests.helpers import run_cli, set_cookies
-from tests.ingress.support import CADDY, NGINX, Proxy, chromium, replace_once
+from tests.ingress.support import CADDY, HAPROXY, NGINX, Proxy, chromium, replace_once
 
-PROXIES = [NGINX, CADDY]
+PROXIES = [NGINX, CADDY, HAPROXY]
 CLIENT = "127.0.0.2"  # not in trusted_proxies; the proxies connect from 127.0.0.1
 ACCESS, REFRESH = "access_token", "refresh_token"
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}

@@ -1,5 +1,5 @@
-"""nginx and Caddy run from the configurations of docs/forward-auth.md, an app that records what
-it receives, and a raw HTTP/1.1 client, for tests/test_forward_auth.py.
+"""nginx, Caddy and HAProxy run from the configurations of docs/forward-auth.md, an app that
+records what it receives, and a raw HTTP/1.1 client, for tests/test_forward_auth.py.
 
 The proxies' configurations are read out of the docs page, not kept here: what the page shows
 is what runs. The test changes only addresses (the proxy on a free loopback port, the app and
@@ -24,6 +24,7 @@ from aiohttp import web
 from tests.conftest import dechunk
 from tests.ingress.support import (
     CADDY,
+    HAPROXY,
     NGINX,
     ROOT,
     Proxy,
@@ -45,6 +46,8 @@ GATEWAY_CONFIG = "# config.yaml: the gateway deciding for an outer proxy on the 
 NGINX_SITE = "# /etc/nginx/conf.d/app.conf: nginx carries the traffic, the gateway decides"
 NGINX_CACHED = "# nginx: the subrequest's location, with the gateway's 200s kept for 1 s"
 CADDYFILE = "# /etc/caddy/Caddyfile: Caddy carries the traffic, the gateway decides"
+HAPROXY_LUA = "-- /etc/haproxy/gateway-auth.lua: HAProxy asks the gateway about each request"
+HAPROXY_CFG = "# /etc/haproxy/haproxy.cfg: HAProxy carries the traffic, the gateway decides"
 
 # the addresses in the docs' configurations
 DOCS_GATEWAY = "127.0.0.1:8080"
@@ -93,6 +96,28 @@ def caddyfile(gateway_port: int, app_port: int, port: int) -> str:
     return (INGRESS / "Caddyfile.global").read_text() + text
 
 
+def haproxy_files(directory: Path, gateway_port: int, app_port: int, port: int) -> Path:
+    """The docs' Lua action and haproxy.cfg, written to `directory`; the config's path."""
+    lua = directory / "gateway-auth.lua"
+    decide = f"http://{DOCS_GATEWAY}/_gateway/auth?redirect=1"
+    lua.write_text(
+        replace_once(
+            docs(HAPROXY_LUA), decide, decide.replace(DOCS_GATEWAY, f"127.0.0.1:{gateway_port}")
+        )
+    )
+    text = replace_once(
+        docs(HAPROXY_CFG), "lua-load /etc/haproxy/gateway-auth.lua", f"lua-load {lua}"
+    )
+    text = replace_once(text, "bind :80\n", f"bind 127.0.0.1:{port}\n")
+    text = replace_once(text, f"server app {DOCS_APP}", f"server app 127.0.0.1:{app_port}")
+    text = replace_once(
+        text, f"server gateway {DOCS_GATEWAY}", f"server gateway 127.0.0.1:{gateway_port}"
+    )
+    config = directory / "haproxy.cfg"
+    config.write_text(text)
+    return config
+
+
 def start_proxy(
     name: str,
     directory: Path,
@@ -118,6 +143,9 @@ def start_proxy(
         for var in ("HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME"):
             env[var] = str(directory / "home")
         command = [executable, "run", "--config", str(config), "--adapter", "caddyfile"]
+    elif name == HAPROXY:
+        config = haproxy_files(directory, gateway_port, app_port, port)
+        command = [executable, "-f", str(config), "-db"]
     else:
         raise ValueError(name)
     output = directory / "output.txt"
