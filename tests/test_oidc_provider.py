@@ -9,13 +9,16 @@ walks one in Chromium.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
-from collections.abc import AsyncIterator, Iterator
+import textwrap
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
 import jwt
@@ -23,14 +26,22 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.conftest import GatewayProcess, config_text, received, session_extra, write_config
+from tests.helpers import cookie_header, run_cli, sign_in_over_http
 from tests.oidc.support import (
     ALICE,
     BOB,
+    CAROL,
     CLIENT_ID,
     CLIENT_SECRET,
+    SECRET_ENV,
     Browser,
+    Hop,
     OpenIDProvider,
+    Page,
+    free_port,
     running_provider,
+    sign_in_at_provider,
 )
 
 pytestmark = pytest.mark.oidc
@@ -208,3 +219,420 @@ async def test_the_provider_alone_signs_in_refreshes_and_logs_out(
         assert (page.status, page.text) == (200, "signed out: s1"), page.trail()
     assert _verify(party.logout_tokens[-1], provider, jwks)["sid"] == carol["sid"]
     assert await provider.sessions("carol") == []
+
+
+# -- the gateway in front, signing in at the provider ------------------------------------
+
+PROVIDER_ID = "corp"
+ACCESS_TTL = 1.0  # seconds, with leeway 0: the tests wait past it to see a rotation
+TOKENS = f"access_ttl: {ACCESS_TTL:g}s\nleeway: 0s\nrefresh_reuse_grace: 2s"
+ACCESS, REFRESH = "access_token", "refresh_token"
+
+
+def provider_yaml(issuer: str, more: str = "") -> str:
+    """The `login.providers` lines (inside `login:`) for the test provider."""
+    item = textwrap.dedent(
+        f"""\
+        - id: {PROVIDER_ID}
+          name: Corp SSO
+          issuer: {issuer}
+          client_id: {CLIENT_ID}
+          client_secret_env: {SECRET_ENV}
+          scopes: [openid, email, profile, groups]
+          claims:
+            roles: groups
+          timeout: 2s
+        """
+    ) + textwrap.dedent(more)
+    return "  providers:\n" + textwrap.indent(item, "    ")
+
+
+def oidc_config(
+    upstream_url: str,
+    directory: Path,
+    issuer: str,
+    *,
+    store: str = "memory://",
+    users: bool = True,
+    more: str = "",
+) -> str:
+    """A gateway in front of the echo upstream, signing in at `issuer` (and with the users
+    file of tests/conftest.py beside it when `users`)."""
+    if users:
+        login = session_extra(directory, store=store)
+    else:
+        login = f"store: {store}\nstore_timeout: 300ms\nlogin:\n"
+    return config_text(upstream_url, login + provider_yaml(issuer, more), tokens=TOKENS)
+
+
+Start = Callable[..., Awaitable[GatewayProcess]]
+
+
+@pytest.fixture
+def start_gateway(
+    spawn_gateway: Callable[..., GatewayProcess],
+    upstream_url: str,
+    tmp_path: Path,
+    provider: OpenIDProvider,
+) -> Start:
+    """A `gateway serve` signing in at `provider`, registered there as its client."""
+
+    async def start(
+        *, store: str = "memory://", users: bool = True, more: str = "", register: bool = True
+    ) -> GatewayProcess:
+        text = oidc_config(
+            upstream_url, tmp_path, provider.issuer, store=store, users=users, more=more
+        )
+        gateway = spawn_gateway(text, env={SECRET_ENV: CLIENT_SECRET})
+        if register:
+            await provider.register([gateway.url])
+        return gateway
+
+    return start
+
+
+def session_of(browser: Browser) -> dict[str, str]:
+    """The gateway's two cookies in this browser."""
+    return {k: v for k, v in browser.cookies().items() if k in (ACCESS, REFRESH)}
+
+
+async def answer(url: str, cookies: dict[str, str], accept: str = "application/json") -> int:
+    """The status of a GET with exactly these cookies (no jar, no redirects followed)."""
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+        http.get(
+            url, headers={"Accept": accept, **cookie_header(cookies)}, allow_redirects=False
+        ) as response,
+    ):
+        return response.status
+
+
+async def oidc_sign_in(
+    browser: Browser, gateway: GatewayProcess, login: str, next_path: str = "/dashboard"
+) -> Page:
+    """Start at the gateway's provider path, sign in at the provider, follow it all back."""
+    start = f"{gateway.url}/login/{PROVIDER_ID}?{urlencode({'next': next_path})}"
+    return await sign_in_at_provider(browser, start, login)
+
+
+def hop_to(page: Page, prefix: str) -> Hop:
+    """The first hop of the walk whose URL starts with `prefix`."""
+    found = [hop for hop in page.hops if hop.url.startswith(prefix)]
+    assert found, f"no request to {prefix}:\n{page.trail()}"
+    return found[0]
+
+
+async def test_sign_in_at_the_provider_gives_the_upstream_its_identity(
+    start_gateway: Start, provider: OpenIDProvider
+) -> None:
+    gateway = await start_gateway()
+    async with Browser.open() as browser:
+        page = await oidc_sign_in(browser, gateway, "alice", "/dashboard?tab=1")
+        assert page.status == 200 and page.url == gateway.url + "/dashboard?tab=1", page.trail()
+
+        # start: a 302 to the provider's authorization endpoint, code flow with PKCE S256
+        start = page.hops[0]
+        assert start.status == 302 and start.location is not None
+        authorize = urlsplit(start.location)
+        assert (
+            f"{authorize.scheme}://{authorize.netloc}{authorize.path}"
+            == ((await provider.discovery())["authorization_endpoint"])
+        )
+        asked = parse_qs(authorize.query)
+        assert asked["response_type"] == ["code"] and asked["client_id"] == [CLIENT_ID]
+        assert asked["redirect_uri"] == [f"{gateway.url}/login/{PROVIDER_ID}/callback"]
+        assert asked["code_challenge_method"] == ["S256"] and asked["code_challenge"][0]
+        assert len(asked["state"][0]) >= 16 and len(asked["nonce"][0]) >= 16
+        assert set(asked["scope"][0].split()) >= {"openid", "email", "profile", "groups"}
+
+        # callback: both cookies, HttpOnly, and a 303 to `next`
+        callback = hop_to(page, f"{gateway.url}/login/{PROVIDER_ID}/callback")
+        assert callback.status == 303 and callback.location == "/dashboard?tab=1", page.trail()
+        set_names = {h.split("=", 1)[0] for h in callback.set_cookies}
+        assert {ACCESS, REFRESH} <= set_names
+        assert all("httponly" in h.lower() for h in callback.set_cookies if h.startswith(ACCESS))
+
+        # the upstream got the identity, mapped from the provider's claims
+        seen = received(page.json())
+        assert seen["x-user-id"] == [ALICE.sub]
+        assert seen["x-user-email"] == [ALICE.email]
+        assert seen["x-user-name"] == [ALICE.name]
+        assert seen["x-user-roles"] == [",".join(ALICE.groups)]
+        assert ACCESS not in seen.get("cookie", [""])[0]
+
+        # and the session works like a password one
+        assert await answer(gateway.url + "/api/me", session_of(browser)) == 200
+
+
+async def test_a_replayed_or_foreign_callback_is_400_and_signs_no_one_in(
+    start_gateway: Start,
+) -> None:
+    gateway = await start_gateway()
+    async with Browser.open() as browser:
+        page = await oidc_sign_in(browser, gateway, "alice")
+        assert page.status == 200, page.trail()
+        callback = hop_to(page, f"{gateway.url}/login/{PROVIDER_ID}/callback").url
+        replayed = await browser.go(callback, follow=False)  # the same browser, state used
+        assert replayed.status == 400, replayed.text[:500]
+        assert not replayed.hops[-1].set_cookies or not any(
+            h.startswith((ACCESS, REFRESH)) and "Max-Age=0" not in h
+            for h in replayed.hops[-1].set_cookies
+        )
+    async with Browser.open() as stranger:  # another browser: not its state at all
+        foreign = await stranger.go(callback, follow=False)
+        assert foreign.status == 400
+        assert session_of(stranger) == {}
+
+
+async def test_who_may_sign_in_is_decided_by_email_domain_and_roles(
+    start_gateway: Start,
+) -> None:
+    gateway = await start_gateway(
+        more="allowed_email_domains: [example.com]\nallowed_roles: [staff]\n"
+    )
+    for account in (BOB, CAROL):  # bob: other.org, no roles; carol: example.com, interns
+        async with Browser.open() as browser:
+            page = await oidc_sign_in(browser, gateway, account.login)
+            assert page.status == 403, (account.login, page.trail())
+            assert session_of(browser) == {}
+    async with Browser.open() as browser:
+        page = await oidc_sign_in(browser, gateway, "alice")
+        assert page.status == 200 and received(page.json())["x-user-id"] == [ALICE.sub]
+
+
+async def test_access_denied_at_the_provider_shows_the_login_page_with_a_message(
+    start_gateway: Start,
+) -> None:
+    gateway = await start_gateway()
+    async with Browser.open() as browser:
+        page = await browser.go(f"{gateway.url}/login/{PROVIDER_ID}?next=/dashboard")
+        page = await browser.submit(page, "abort")
+        assert urlsplit(page.url).path.startswith("/login"), page.trail()
+        assert page.form() is not None and "password" in page.text  # the login page
+        assert "denied" in page.text.lower() or "cancel" in page.text.lower(), page.text
+        assert session_of(browser) == {}
+
+
+async def test_each_rotation_refreshes_at_the_provider_and_a_disabled_user_loses_access(
+    start_gateway: Start, provider: OpenIDProvider
+) -> None:
+    gateway = await start_gateway()
+    async with Browser.open() as browser:
+        assert (await oidc_sign_in(browser, gateway, "alice")).status == 200
+        for _ in range(2):  # twice: the provider rotates its refresh token each time
+            await asyncio.sleep(ACCESS_TTL + 0.2)
+            before = session_of(browser)
+            page = await browser.go(gateway.url + "/api/me")
+            assert page.status == 200, page.text[:500]
+            assert session_of(browser)[REFRESH] != before[REFRESH]  # the gateway rotated
+        refreshes = await provider.events("grant.success")
+        assert [e["grant_type"] for e in refreshes] == [
+            "authorization_code",
+            "refresh_token",
+            "refresh_token",
+        ]
+        assert {e["sub"] for e in refreshes} == {ALICE.sub}
+
+        await provider.disable("alice")
+        cookies = session_of(browser)
+        disabled_at = time.monotonic()
+        # within one access_ttl (leeway 0) the access token runs out; the refresh that
+        # follows is refused at the provider, and the gateway session ends with it
+        await asyncio.sleep(ACCESS_TTL + 0.2)
+        assert await answer(gateway.url + "/api/me", cookies) == 401
+        assert time.monotonic() - disabled_at < ACCESS_TTL + 1.0
+        assert await answer(gateway.url + "/api/me", {REFRESH: cookies[REFRESH]}) == 401
+        errors = await provider.events("grant.error")
+        assert [e["error"] for e in errors] == ["invalid_grant"]
+
+
+async def test_back_channel_logout_from_the_provider_ends_the_session(
+    start_gateway: Start, provider: OpenIDProvider
+) -> None:
+    gateway = await start_gateway()
+    async with Browser.open() as alice, Browser.open() as bob:
+        assert (await oidc_sign_in(alice, gateway, "alice")).status == 200
+        assert (await oidc_sign_in(bob, gateway, "bob")).status == 200
+        cookies = session_of(alice)
+        assert await answer(gateway.url + "/api/me", cookies) == 200
+
+        ended = await provider.end_sessions("alice")
+        assert [d["ok"] for d in ended["delivered"]] == [True], ended
+        # the access token has not expired, yet the session is over on the next request
+        assert await answer(gateway.url + "/api/me", cookies) == 401
+        assert await answer(gateway.url + "/api/me", {REFRESH: cookies[REFRESH]}) == 401
+        assert await answer(gateway.url + "/api/me", session_of(bob)) == 200  # only hers
+
+
+async def test_back_channel_logout_by_sub_alone_ends_every_session_of_that_user(
+    start_gateway: Start, provider: OpenIDProvider
+) -> None:
+    """A logout token without `sid` names the user by the provider's `sub`, as the provider
+    sent it: it matches although the gateway maps its own sub from the email."""
+    gateway = await start_gateway(more="claims:\n  sub: email\n  roles: groups\n", register=False)
+    await provider.register([gateway.url], session_required=False)
+    async with Browser.open() as first, Browser.open() as second, Browser.open() as bob:
+        for browser, login in ((first, "alice"), (second, "alice"), (bob, "bob")):
+            page = await oidc_sign_in(browser, gateway, login)
+            assert page.status == 200, page.trail()
+        assert received(page.json())["x-user-id"] == [BOB.email]
+        await provider.end_sessions("alice")
+        for browser in (first, second):
+            assert await answer(gateway.url + "/api/me", session_of(browser)) == 401
+        assert await answer(gateway.url + "/api/me", session_of(bob)) == 200
+
+
+async def test_logout_ends_the_session_at_the_provider_and_comes_back_to_the_login_page(
+    start_gateway: Start, provider: OpenIDProvider
+) -> None:
+    gateway = await start_gateway()
+    async with Browser.open() as browser:
+        assert (await oidc_sign_in(browser, gateway, "alice")).status == 200
+        cookies = session_of(browser)
+        assert len(await provider.sessions("alice")) == 1
+
+        page = await browser.go(gateway.url + "/logout", method="POST", follow=False)
+        assert page.status in (302, 303), page.text[:500]
+        location = page.hops[-1].location or ""
+        end_session = (await provider.discovery())["end_session_endpoint"]
+        assert location.startswith(end_session + "?"), location
+        asked = parse_qs(urlsplit(location).query)
+        assert asked["post_logout_redirect_uri"] == [gateway.url + "/login"]
+        assert asked["id_token_hint"][0].count(".") == 2
+        assert await answer(gateway.url + "/api/me", cookies) == 401  # over at the gateway
+
+        page = await browser.go(location)  # the provider asks; the user confirms
+        page = await browser.submit(page, "op.logoutForm")
+        assert page.status == 200 and urlsplit(page.url).path == "/login", page.trail()
+        assert "password" in page.text  # the gateway's login page
+        assert await provider.sessions("alice") == []  # and over at the provider
+
+
+async def test_readyz_names_a_provider_that_is_down_and_password_sign_in_still_works(
+    spawn_gateway: Callable[..., GatewayProcess],
+    upstream_url: str,
+    tmp_path: Path,
+) -> None:
+    """The provider is down when the gateway starts: it serves, says so on /readyz, signs
+    users in with passwords, and signs in at the provider once that is up."""
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    gateway = spawn_gateway(
+        oidc_config(upstream_url, tmp_path, issuer), env={SECRET_ENV: CLIENT_SECRET}
+    )
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        async with http.get(gateway.admin_url + "/readyz") as ready:
+            assert ready.status == 200
+            assert PROVIDER_ID in await ready.text()
+        cookies = await sign_in_over_http(http, gateway)
+        assert await answer(gateway.url + "/api/me", cookies) == 200
+    async with Browser.open() as browser:
+        page = await browser.go(f"{gateway.url}/login/{PROVIDER_ID}?next=/x", follow=False)
+        assert page.status == 503, page.text[:500]
+        assert session_of(browser) == {}
+
+    with running_provider(tmp_path / "late", port) as provider:  # up now, on that port
+        await provider.register([gateway.url])
+        async with Browser.open() as browser:
+            page = await oidc_sign_in(browser, gateway, "alice", "/x")
+            assert page.status == 200, page.trail()
+            assert received(page.json())["x-user-id"] == [ALICE.sub]
+
+
+async def test_a_provider_slower_than_timeout_is_503_and_signs_no_one_in(
+    start_gateway: Start, provider: OpenIDProvider
+) -> None:
+    gateway = await start_gateway(more="timeout: 1s\n")
+    async with Browser.open() as browser:
+        page = await browser.go(f"{gateway.url}/login/{PROVIDER_ID}?next=/x")
+        assert page.form("login"), page.trail()
+        await provider.delay(1500)  # every later call, the code exchange too
+        page = await browser.submit(page, "login", username="alice")
+        callback = hop_to(page, f"{gateway.url}/login/{PROVIDER_ID}/callback")
+        assert callback.status == 503, page.trail()
+        assert session_of(browser) == {}
+
+
+async def test_an_existing_session_outlives_a_slow_provider_and_refreshes_once_it_answers(
+    start_gateway: Start, provider: OpenIDProvider
+) -> None:
+    """Provider down at rotation: the request is 503 and nothing changes (never a sign-out
+    for an outage); with the provider back the same refresh cookie rotates."""
+    gateway = await start_gateway(more="timeout: 1s\n")
+    async with Browser.open() as browser:
+        assert (await oidc_sign_in(browser, gateway, "alice")).status == 200
+        cookies = session_of(browser)
+        await provider.delay(1500)
+        assert await answer(gateway.url + "/api/me", cookies) == 200  # access token valid
+        await asyncio.sleep(ACCESS_TTL + 0.2)
+        assert await answer(gateway.url + "/api/me", cookies) == 503
+        await provider.delay(0)
+        # the provider answers again: the same cookie rotates (a request within the first
+        # one's refresh window may still be 503 while it waits for it; never 401)
+        seen: list[int] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (not seen or seen[-1] != 200):
+            seen.append(await answer(gateway.url + "/api/me", cookies))
+            await asyncio.sleep(0.25)
+        assert seen[-1] == 200 and set(seen) <= {503, 200}, seen
+
+
+async def test_the_login_page_offers_the_provider_beside_the_password_form(
+    start_gateway: Start,
+) -> None:
+    gateway = await start_gateway()
+    async with Browser.open() as browser:
+        page = await browser.go(gateway.url + "/login?next=/dashboard")
+        assert page.status == 200 and 'name="password"' in page.text
+        assert "Corp SSO" in page.text and f"/login/{PROVIDER_ID}" in page.text
+
+
+async def test_with_only_a_provider_a_protected_page_leads_straight_to_it(
+    start_gateway: Start,
+) -> None:
+    gateway = await start_gateway(users=False)
+    async with Browser.open() as browser:
+        page = await browser.go(gateway.url + "/dashboard")
+        assert page.form("login"), page.trail()  # the provider's sign-in page, no stop between
+        assert urlsplit(page.url).port != urlsplit(gateway.url).port
+        page = await browser.submit(page, "login", username="alice")
+        assert page.status == 200 and page.url == gateway.url + "/dashboard", page.trail()
+        assert received(page.json())["x-user-id"] == [ALICE.sub]
+
+
+async def test_two_replicas_on_redis_share_the_session_and_the_back_channel_logout(
+    spawn_gateway: Callable[..., GatewayProcess],
+    upstream_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    provider: OpenIDProvider,
+    secret: str,
+) -> None:
+    """Signed in on A, used and rotated (refreshed at the provider) on B, listed by
+    `gateway sessions` with its provider, and ended on B by a logout token delivered to A."""
+    text = oidc_config(upstream_url, tmp_path, provider.issuer, store=redis_url)
+    env = {SECRET_ENV: CLIENT_SECRET}
+    a, b = spawn_gateway(text, env=env), spawn_gateway(text, env=env)
+    await provider.register([a.url, b.url], backchannel=a.url)
+    cli_config = write_config(tmp_path, text, "cli.yaml")
+    async with Browser.open() as browser:  # one jar: cookies of 127.0.0.1 go to A and B
+        assert (await oidc_sign_in(browser, a, "alice")).status == 200
+        signed_in = session_of(browser)
+        assert await answer(b.url + "/api/me", signed_in) == 200
+
+        await asyncio.sleep(ACCESS_TTL + 0.2)
+        page = await browser.go(b.url + "/api/me")
+        assert page.status == 200 and session_of(browser)[REFRESH] != signed_in[REFRESH]
+        grants = [e["grant_type"] for e in await provider.events("grant.success")]
+        assert grants == ["authorization_code", "refresh_token"]
+
+        listed = run_cli(
+            "sessions", "--user", ALICE.sub, "--config", str(cli_config), secret=secret, env=env
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert PROVIDER_ID in listed.stdout, listed.stdout
+
+        ended = await provider.end_sessions("alice")  # the back-channel URI is A's
+        assert [d["ok"] for d in ended["delivered"]] == [True], ended
+        assert await answer(b.url + "/api/me", session_of(browser)) == 401
+        assert await answer(a.url + "/api/me", session_of(browser)) == 401
