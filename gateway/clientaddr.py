@@ -12,17 +12,35 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from aiohttp import web
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+class Networks(tuple[Network, ...]):
+    """A tuple of networks that hashes once: the cache below is keyed by it on every
+    request, and a tuple of networks would hash each network each time."""
+
+    _hash: int
+
+    def __new__(cls, networks: Iterable[Network]) -> Networks:
+        self = super().__new__(cls, networks)
+        self._hash = tuple.__hash__(self)
+        return self
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return tuple.__eq__(self, other)
+
+
 def is_trusted(address: str, trusted: Sequence[Network]) -> bool:
     if not trusted:
         return False
-    return _trusted(address, tuple(trusted))
+    return _trusted(address, trusted if type(trusted) is Networks else Networks(trusted))
 
 
 @functools.lru_cache(maxsize=4096)

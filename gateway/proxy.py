@@ -174,13 +174,18 @@ def upstream_headers(
             out.append((hdrs.HOST, host))
     out.append(("X-Request-Id", request_id))
     if principal is not None:
-        encoded = principal.memo.get(identity_headers)
-        if encoded is None:
-            encoded = principal.memo[identity_headers] = identity_values(
-                principal, identity_headers
-            )
-        out.extend(encoded)
+        out.extend(encoded_identity(principal, identity_headers))
     return out
+
+
+def encoded_identity(
+    principal: Principal, identity_headers: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
+    """The identity headers with a value, encoded once per verified token (its memo)."""
+    encoded: tuple[tuple[str, str], ...] | None = principal.memo.get(identity_headers)
+    if encoded is None:
+        encoded = principal.memo[identity_headers] = identity_values(principal, identity_headers)
+    return encoded
 
 
 def identity_values(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from yarl import URL
 
-from ..clientaddr import Network
+from ..clientaddr import Network, Networks
 from ..yamlsource import Section
 
 # host:port or [IPv6]:port, port 0-65535
@@ -88,4 +88,4 @@ def read_networks(top: Section, key: str) -> tuple[Network, ...]:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
             top.error(key, f"expected an address or CIDR like 10.0.0.0/8, got {item!r}")
-    return tuple(networks)
+    return Networks(networks)  # hashed once: looked up on every request
