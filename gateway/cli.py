@@ -21,7 +21,7 @@ from . import __version__, logs
 from .config import Config, load
 from .errors import ConfigError
 from .runtime import Runtime
-from .store import StoreUnavailable
+from .store import StoreUnavailable, StoreUnconfirmed
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -213,6 +213,13 @@ def _session_admin(path: str, command: str, user: str) -> int:
             result = _ask_admin(config, command, user)
         else:
             result = asyncio.run(_store_admin(config, command, user))
+    except StoreUnconfirmed:
+        print(
+            f"gateway: the revocation of {user} is written on the primary but not yet"
+            " confirmed by a replica (a failover could undo it): run the command again",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     except (StoreUnavailable, OSError) as exc:
         print(f"gateway: the store did not answer: {exc}", file=sys.stderr)
         return EXIT_INVALID

@@ -271,7 +271,7 @@ class MeasuredStore:
     def provider_sessions(self, index: str) -> Coroutine[Any, Any, dict[str, str]]:
         return self._timed("provider_index", self._inner.provider_sessions(index))
 
-    def ping(self) -> Coroutine[Any, Any, None]:
+    def ping(self) -> Coroutine[Any, Any, str | None]:
         return self._timed("ping", self._inner.ping())
 
     async def close(self) -> None:

@@ -20,7 +20,7 @@ from aiohttp import hdrs, web
 from . import metrics
 from .runtime import RUNTIME, Runtime
 from .sessions import security
-from .store import StoreUnavailable
+from .store import StoreUnavailable, StoreUnconfirmed
 
 log = logging.getLogger("gateway.admin")
 
@@ -41,9 +41,11 @@ async def readyz(request: web.Request) -> web.Response:
     if starting:
         return web.json_response({"status": "starting"}, status=503)
     try:
-        await runtime.store.ping()
+        warning = await runtime.store.ping()
     except StoreUnavailable:
         return web.json_response({"status": "store unavailable"}, status=503)
+    if warning:  # still ready: requests are served, but a failover now would lose writes
+        return web.json_response({"status": "ready", "warning": warning})
     return web.json_response({"status": "ready"})
 
 
@@ -143,6 +145,9 @@ async def _store_errors(
 ) -> web.StreamResponse:
     try:
         return await handler(request)
+    except StoreUnconfirmed:
+        error = "written on the primary but not yet confirmed by a replica: retry to confirm"
+        return web.json_response({"error": error}, status=503, headers={"Retry-After": "1"})
     except StoreUnavailable:
         return web.json_response({"error": "store unavailable"}, status=503)
     except web.HTTPException:

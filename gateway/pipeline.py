@@ -29,7 +29,7 @@ from .login import HOST_REWRITTEN
 from .origin import log_refusal
 from .paths import normalize
 from .runtime import Runtime, Snapshot
-from .store import StoreUnavailable
+from .store import StoreUnavailable, StoreUnconfirmed
 from .tokens import Principal
 from .view import RequestView
 
@@ -66,6 +66,11 @@ def make_handler(
                 # aiohttp's parser reads no further request after one asking to upgrade
                 response.force_close()
             return response
+        except StoreUnconfirmed as exc:
+            # a logout no replica has yet: not acknowledged, since a failover could undo it
+            _store_down(str(exc))
+            outcome.decision = "store_unconfirmed"
+            return _own(responses.not_confirmed(request), request_id, outcome)
         except StoreUnavailable as exc:
             # fail closed: without the store no revocation can be checked, so nothing passes
             _store_down(str(exc))

@@ -5,23 +5,26 @@ covering connect, the one retry after a dropped connection, and the reply),
 and every multi-key change a Lua script, so two replicas racing the same
 rotation cannot both win. Any failure surfaces as StoreUnavailable: the
 caller answers 503 rather than guess, which is what keeps a revoked token out
-while Redis is down. Keys live under `gw:`; a single Redis (or a primary
-behind Sentinel or a managed endpoint) is assumed, not Redis Cluster, since
-revocation touches keys derived from one user. Key names: redis_keys.
+while Redis is down. Keys live under `gw:`, one user's in one Cluster slot
+(redis_keys). Sentinel and Cluster (redis+sentinel://, redis+cluster://) bring
+their own clients, hot path and confirmed writes: redis_ha.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from yarl import URL
 
+from .redis_ha import ClusterTopology, ClusterWire, SentinelTopology, open_topology
 from .redis_keys import key, prefix, throttle_key
+from .redis_topology import HA_SCHEMES
 from .redis_wire import PipelinedConnection, WireError
 from .store import AccessCheck, Limits, Rotation, Session, StoreUnavailable
 
@@ -130,22 +133,35 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
+def _single(
+    url: URL, timeout: float, password: str | None
+) -> tuple[redis.Redis, PipelinedConnection]:
+    pool = redis.BlockingConnectionPool.from_url(
+        str(url),
+        max_connections=64,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        # one quick retry: after a Redis restart every pooled connection is dead once
+        retry=Retry(NoBackoff(), 1),
+        password=password,
+        decode_responses=True,
+    )
+    return redis.Redis(connection_pool=pool), PipelinedConnection(url, password)
+
+
 class RedisStore:
     def __init__(self, url: URL, timeout: float, password: str | None = None) -> None:
         self._timeout = timeout
-        pool = redis.BlockingConnectionPool.from_url(
-            str(url),
-            max_connections=64,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            # one quick retry: after a Redis restart every pooled connection is dead once
-            retry=Retry(NoBackoff(), 1),
-            password=password,
-            decode_responses=True,
-        )
-        self._redis = redis.Redis(connection_pool=pool)
-        self._hot = PipelinedConnection(url, password)
+        self._ha: SentinelTopology | ClusterTopology | None = None
+        self._hot: PipelinedConnection | ClusterWire
+        if url.scheme in HA_SCHEMES:
+            self._ha = open_topology(url, timeout, password)
+            # RedisCluster is no Redis subclass, but has every command and script used here
+            self._redis: redis.Redis = self._ha.client  # type: ignore[assignment]
+            self._hot = self._ha.hot
+        else:
+            self._redis, self._hot = _single(url, timeout, password)
         self._pending: list[tuple[AccessCheck, asyncio.Future[bool]]] = []
         self._batches: set[asyncio.Future[None]] = set()
         self._create = self._redis.register_script(_CREATE)
@@ -157,9 +173,9 @@ class RedisStore:
         self._take = self._redis.register_script(_TAKE)
         self._index = self._redis.register_script(_INDEX)
 
-    async def _call(self, operation: Awaitable[T]) -> T:
+    async def _call(self, operation: Awaitable[T], budget: float = 1) -> T:
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._timeout * budget):
                 return await operation
         except (redis.RedisError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(type(exc).__name__) from None
@@ -214,8 +230,7 @@ class RedisStore:
             async with asyncio.timeout(self._timeout):
                 for attempt in (1, 2):
                     try:
-                        values: list[str | None] = await self._hot.execute("MGET", *keys)
-                        return values
+                        return await self._hot.mget(keys)
                     except (WireError, OSError):
                         self._hot.reset()
                         if attempt == 2:
@@ -273,13 +288,20 @@ class RedisStore:
         keys = [key(subject, "fam", family), key(subject, "dead", family), key(subject, "user")]
         if jti:
             keys.append(key(subject, "deny", jti))
-        await self._call(self._end(keys=keys, args=[_ms(deny_for), family]))
+        await self._confirmed(self._end, keys, [_ms(deny_for), family])
 
     async def revoke_user(self, subject: str, now: float, keep_for: float) -> int:
         keys = [key(subject, "user"), key(subject, "cut")]
         args: list[str | int] = [repr(now), _ms(keep_for), prefix(subject)]
-        count = await self._call(self._revoke_user(keys=keys, args=args))
+        count = await self._confirmed(self._revoke_user, keys, args)
         return int(count)
+
+    async def _confirmed(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
+        """With Sentinel or Cluster, acknowledged only once a replica has it (SPEC §7.6)."""
+        if self._ha is None:
+            return await self._call(script(keys=keys, args=args))
+        # the write, then WAIT for up to store_timeout: twice the budget of one call
+        return await self._call(self._ha.confirmed(str(script.script), keys, args), 2)
 
     async def sessions(self, subject: str) -> list[Session]:
         found = await self._call(self._redis.zrange(key(subject, "user"), 0, -1))
@@ -348,11 +370,16 @@ class RedisStore:
         found = await self._call(self._redis.hgetall(key(index, "oidc-index")))
         return {str(k): str(v) for k, v in found.items()}
 
-    async def ping(self) -> None:
+    async def ping(self) -> str | None:
+        if self._ha is not None:
+            return await self._call(self._ha.note())
         await self._call(self._redis.ping())
+        return None
 
     async def close(self) -> None:
         self._hot.reset()
+        if self._ha is not None:
+            return await self._ha.close()
         await self._redis.aclose()
         await self._redis.connection_pool.disconnect()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import hiredis
@@ -22,6 +23,9 @@ from yarl import URL
 
 class WireError(ConnectionError):
     """The connection failed, or Redis answered with an error."""
+
+
+Locate = Callable[[], Awaitable[tuple[str, int]]]
 
 
 def encode(args: tuple[str | bytes, ...]) -> bytes:
@@ -78,11 +82,25 @@ class _Protocol(asyncio.Protocol):
 
 
 class PipelinedConnection:
-    """Connects on first use and again after any failure; AUTH and SELECT as the URL says."""
+    """Connects on first use and again after any failure; AUTH and SELECT as the URL says.
 
-    def __init__(self, url: URL, password: str | None) -> None:
+    Behind Sentinel, `locate` asks the sentinels for the primary at every connect (so a
+    failover is followed at the first error after it) and `primary_only` checks ROLE
+    before the first command: a demoted primary still answers reads, with stale data.
+    """
+
+    def __init__(
+        self,
+        url: URL,
+        password: str | None,
+        *,
+        locate: Locate | None = None,
+        primary_only: bool = False,
+    ) -> None:
         self._host = url.host or "127.0.0.1"
         self._port = url.port or 6379
+        self._locate = locate
+        self._primary_only = primary_only
         self._db = (url.path or "/").strip("/") or "0"
         self._username = url.user
         self._password = password
@@ -96,20 +114,25 @@ class PipelinedConnection:
             protocol = await self._connect()
         return await protocol.send(args)
 
+    async def mget(self, keys: list[str]) -> list[str | None]:
+        values: list[str | None] = await self.execute("MGET", *keys)
+        return values
+
     async def _connect(self) -> _Protocol:
         async with self._lock:
             if self._protocol is not None and not self._protocol.closed:
                 return self._protocol
             loop = asyncio.get_running_loop()
-            _, protocol = await loop.create_connection(
-                _Protocol, self._host, self._port, ssl=self._ssl
-            )
+            host, port = await self._locate() if self._locate else (self._host, self._port)
+            _, protocol = await loop.create_connection(_Protocol, host, port, ssl=self._ssl)
             try:
                 if self._password is not None:
                     credentials = [self._username] if self._username else []
                     await protocol.send(("AUTH", *credentials, self._password))
                 if self._db != "0":
                     await protocol.send(("SELECT", self._db))
+                if self._primary_only and (await protocol.send(("ROLE",)))[0] != "master":
+                    raise WireError("not the primary (a failover under way)")
             except BaseException:
                 protocol.abort()
                 raise

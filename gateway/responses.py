@@ -121,6 +121,19 @@ def service_unavailable(request: web.BaseRequest) -> web.Response:
     return response
 
 
+def not_confirmed(request: web.BaseRequest) -> web.Response:
+    """A logout written on the store's primary, not yet on a replica (SPEC §7.6): a
+    failover could still undo it, so it is not acknowledged; a retry confirms it."""
+    response = _answer(
+        request,
+        503,
+        "not_confirmed",
+        "Your sign-out is not yet confirmed. Try again shortly to complete it.",
+    )
+    response.headers[hdrs.RETRY_AFTER] = "1"
+    return response
+
+
 def expectation_failed(request: web.BaseRequest) -> web.Response:
     return _answer(request, 417, "expectation_failed", "Only Expect: 100-continue is supported.")
 

@@ -28,7 +28,7 @@ from .auth import Identity, cookie_value
 from .config import Config
 from .credentials import UsersFile
 from .errors import TokenError
-from .store import AccessCheck, Session, Store, digest
+from .store import AccessCheck, Session, Store, StoreUnconfirmed, digest
 from .tokens import REFRESH, RESERVED_CLAIMS, Issuer, Principal, Verifier, new_id, successor_id
 from .view import Asking, RequestView
 
@@ -195,9 +195,15 @@ class Sessions:
                 found[family] = principal.subject
             if kind == "access":
                 jti = principal.claims.get("jti")
+        unconfirmed = None
         for family, subject in found.items():
-            await self.store.end_family(family, subject, jti, self._deny_for)
+            try:
+                await self.store.end_family(family, subject, jti, self._deny_for)
+            except StoreUnconfirmed as exc:  # the others still end; the answer says "retry"
+                unconfirmed = exc
             jti = None
+        if unconfirmed is not None:
+            raise unconfirmed
         return next(iter(found.values()), None)
 
     async def revoke_user(self, subject: str) -> int:

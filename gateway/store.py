@@ -21,6 +21,12 @@ class StoreUnavailable(Exception):
     """The store did not answer in `store_timeout`. Requests that need it fail closed (503)."""
 
 
+class StoreUnconfirmed(StoreUnavailable):
+    """A logout or revocation is written on the primary but no replica confirmed it in
+    `store_timeout` (Sentinel, Cluster): it would not survive a failover, so it is not
+    acknowledged; a retry confirms it. memory:// and a single redis:// never raise it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     """One login (a refresh-token family), as `gateway sessions` lists it."""
@@ -91,12 +97,14 @@ class Store(Protocol):
         """Atomic: `presented` and `successor` are token digests; see Rotation."""
 
     async def end_family(self, family: str, subject: str, jti: str | None, deny_for: float) -> None:
-        """Logout: the family dies and its access tokens (and `jti`) are refused for `deny_for`."""
+        """Logout: the family dies and its access tokens (and `jti`) are refused for `deny_for`.
+        Raises StoreUnconfirmed when it is written but not yet on a replica."""
 
     async def revoke_user(self, subject: str, now: float, keep_for: float) -> int:
         """Every family of the user dies (its marker kept `keep_for`); access tokens issued
         before `now` are refused for good: the cut-off never expires, since a token minted
-        elsewhere may carry any `exp` (one small record per revoked user)."""
+        elsewhere may carry any `exp` (one small record per revoked user). Raises
+        StoreUnconfirmed when it is written but not yet on a replica."""
 
     async def sessions(self, subject: str) -> list[Session]: ...
 
@@ -138,8 +146,9 @@ class Store(Protocol):
     async def provider_sessions(self, index: str) -> dict[str, str]:
         """The families (-> their subject) filed under `index`; some may have ended since."""
 
-    async def ping(self) -> None:
-        """Raises StoreUnavailable when the store does not answer."""
+    async def ping(self) -> str | None:
+        """Raises StoreUnavailable when the store does not answer. Returns a warning for
+        /readyz's body when it answers but is degraded (a primary without a replica)."""
 
     async def close(self) -> None: ...
 

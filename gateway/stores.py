@@ -28,7 +28,16 @@ def _redis(url: URL, timeout: float, password: str | None) -> Store:
     return RedisStore(url, timeout, password)
 
 
-SCHEMES: dict[str, Opener] = {"memory": _memory, "redis": _redis, "rediss": _redis}
+SCHEMES: dict[str, Opener] = {
+    "memory": _memory,
+    "redis": _redis,
+    "rediss": _redis,
+    # several hosts each: the config keeps them as an opaque URL (redis_topology)
+    "redis+sentinel": _redis,
+    "rediss+sentinel": _redis,
+    "redis+cluster": _redis,
+    "rediss+cluster": _redis,
+}
 
 
 def open_store(url: URL, timeout: float, password: str | None = None) -> Store:

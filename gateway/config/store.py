@@ -7,12 +7,15 @@ from pathlib import Path
 
 from yarl import URL
 
-from .. import keys
+from .. import keys, redis_topology
 from ..yamlsource import Section
 from .declare import build, key
 from .endpoints import parse_url, shown, url_text
 
-STORE_URL = r"^([Mm][Ee][Mm][Oo][Rr][Yy]|[Rr][Ee][Dd][Ii][Ss][Ss]?):(//)?[^?]*$"
+STORE_URL = (
+    r"^([Mm][Ee][Mm][Oo][Rr][Yy]|[Rr][Ee][Dd][Ii][Ss][Ss]?"
+    r"(\+([Ss][Ee][Nn][Tt][Ii][Nn][Ee][Ll]|[Cc][Ll][Uu][Ss][Tt][Ee][Rr]))?):(//)?[^?]*$"
+)
 URL_CREDENTIALS = r"^[^/]*//[^/@]*:[^/@]*@"  # scheme://user:password@...
 
 
@@ -30,11 +33,20 @@ class StorePassword:
 
 def read_store(top: Section, default: URL) -> URL:
     text = top.text("store", url_text(default))
+    if redis_topology.is_ha(text):  # several hosts: more than yarl's URL can hold
+        try:
+            redis_topology.parse(text)
+        except ValueError as exc:
+            top.error("store", f"{exc}, got {shown(text)!r}")
+            return default
+        return redis_topology.as_url(text)
     url = parse_url(text)
     if url is None or url.scheme not in ("memory", "redis", "rediss"):
         top.error(
             "store",
-            f"expected memory://, redis://host:port/db or rediss://..., got {shown(text)!r}",
+            "expected memory://, redis://host:port/db, rediss://...,"
+            f" {redis_topology.SENTINEL_FORM} or {redis_topology.CLUSTER_FORM},"
+            f" got {shown(text)!r}",
         )
         return default
     if url.password:
