@@ -167,7 +167,7 @@ def _browser_flow(driver: webdriver.Chrome, gateway: str, issuer: str) -> None:
     assert driver.find_element(By.ID, "x-user-id").text == ALICE.sub
     assert driver.find_element(By.ID, "x-user-email").text == ALICE.email
     assert driver.find_element(By.ID, "x-user-name").text == ALICE.name
-    assert driver.find_element(By.ID, "x-user-roles").text == ",".join(ALICE.groups)
+    assert driver.find_element(By.ID, "x-user-roles").text == ",".join(sorted(ALICE.groups))
     forwarded = driver.find_element(By.ID, "cookie").text
     assert ACCESS not in forwarded and REFRESH not in forwarded
 

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import hashlib
 import secrets
-import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -229,22 +228,26 @@ TOKENS = f"access_ttl: {ACCESS_TTL:g}s\nleeway: 0s\nrefresh_reuse_grace: 2s"
 ACCESS, REFRESH = "access_token", "refresh_token"
 
 
-def provider_yaml(issuer: str, more: str = "") -> str:
-    """The `login.providers` lines (inside `login:`) for the test provider."""
-    item = textwrap.dedent(
-        f"""\
-        - id: {PROVIDER_ID}
-          name: Corp SSO
-          issuer: {issuer}
-          client_id: {CLIENT_ID}
-          client_secret_env: {SECRET_ENV}
-          scopes: [openid, email, profile, groups]
-          claims:
-            roles: groups
-          timeout: 2s
-        """
-    ) + textwrap.dedent(more)
-    return "  providers:\n" + textwrap.indent(item, "    ")
+PROVIDER_FIELDS = {
+    "name": "Corp SSO",
+    "client_id": CLIENT_ID,
+    "client_secret_env": SECRET_ENV,
+    "scopes": "[openid, email, profile, groups]",
+    "claims": "{roles: groups}",
+    "timeout": "2s",
+}
+
+
+Fields = dict[str, str | None]
+
+
+def provider_yaml(issuer: str, fields: Fields | None = None) -> str:
+    """The `login.providers` lines (inside `login:`) for the test provider; `fields` adds,
+    replaces (one line of YAML in flow style) or drops (None) keys of the item."""
+    item: Fields = {"id": PROVIDER_ID, "issuer": issuer, **PROVIDER_FIELDS, **(fields or {})}
+    kept = [(k, v) for k, v in item.items() if v is not None]
+    lines = [f"    {'-' if i == 0 else ' '} {k}: {v}" for i, (k, v) in enumerate(kept)]
+    return "  providers:\n" + "\n".join(lines) + "\n"
 
 
 def oidc_config(
@@ -254,7 +257,7 @@ def oidc_config(
     *,
     store: str = "memory://",
     users: bool = True,
-    more: str = "",
+    fields: Fields | None = None,
 ) -> str:
     """A gateway in front of the echo upstream, signing in at `issuer` (and with the users
     file of tests/conftest.py beside it when `users`)."""
@@ -262,7 +265,7 @@ def oidc_config(
         login = session_extra(directory, store=store)
     else:
         login = f"store: {store}\nstore_timeout: 300ms\nlogin:\n"
-    return config_text(upstream_url, login + provider_yaml(issuer, more), tokens=TOKENS)
+    return config_text(upstream_url, login + provider_yaml(issuer, fields), tokens=TOKENS)
 
 
 Start = Callable[..., Awaitable[GatewayProcess]]
@@ -278,10 +281,14 @@ def start_gateway(
     """A `gateway serve` signing in at `provider`, registered there as its client."""
 
     async def start(
-        *, store: str = "memory://", users: bool = True, more: str = "", register: bool = True
+        *,
+        store: str = "memory://",
+        users: bool = True,
+        fields: Fields | None = None,
+        register: bool = True,
     ) -> GatewayProcess:
         text = oidc_config(
-            upstream_url, tmp_path, provider.issuer, store=store, users=users, more=more
+            upstream_url, tmp_path, provider.issuer, store=store, users=users, fields=fields
         )
         gateway = spawn_gateway(text, env={SECRET_ENV: CLIENT_SECRET})
         if register:
@@ -357,7 +364,7 @@ async def test_sign_in_at_the_provider_gives_the_upstream_its_identity(
         assert seen["x-user-id"] == [ALICE.sub]
         assert seen["x-user-email"] == [ALICE.email]
         assert seen["x-user-name"] == [ALICE.name]
-        assert seen["x-user-roles"] == [",".join(ALICE.groups)]
+        assert seen["x-user-roles"] == [",".join(sorted(ALICE.groups))]  # sorted, deduplicated
         assert ACCESS not in seen.get("cookie", [""])[0]
 
         # and the session works like a password one
@@ -388,7 +395,7 @@ async def test_who_may_sign_in_is_decided_by_email_domain_and_roles(
     start_gateway: Start,
 ) -> None:
     gateway = await start_gateway(
-        more="allowed_email_domains: [example.com]\nallowed_roles: [staff]\n"
+        fields={"allowed_email_domains": "[example.com]", "allowed_roles": "[staff]"}
     )
     for account in (BOB, CAROL):  # bob: other.org, no roles; carol: example.com, interns
         async with Browser.open() as browser:
@@ -407,9 +414,11 @@ async def test_access_denied_at_the_provider_shows_the_login_page_with_a_message
     async with Browser.open() as browser:
         page = await browser.go(f"{gateway.url}/login/{PROVIDER_ID}?next=/dashboard")
         page = await browser.submit(page, "abort")
-        assert urlsplit(page.url).path.startswith("/login"), page.trail()
-        assert page.form() is not None and "password" in page.text  # the login page
-        assert "denied" in page.text.lower() or "cancel" in page.text.lower(), page.text
+        callback = hop_to(page, f"{gateway.url}/login/{PROVIDER_ID}/callback")
+        assert parse_qs(urlsplit(callback.url).query)["error"] == ["access_denied"]
+        assert page.status == 401 and page.url == callback.url, page.trail()
+        assert 'name="password"' in page.text  # the login page, to pick another way
+        assert "Corp SSO did not sign you in (access denied)" in page.text
         assert session_of(browser) == {}
 
 
@@ -469,7 +478,7 @@ async def test_back_channel_logout_by_sub_alone_ends_every_session_of_that_user(
 ) -> None:
     """A logout token without `sid` names the user by the provider's `sub`, as the provider
     sent it: it matches although the gateway maps its own sub from the email."""
-    gateway = await start_gateway(more="claims:\n  sub: email\n  roles: groups\n", register=False)
+    gateway = await start_gateway(fields={"claims": "{sub: email, roles: groups}"}, register=False)
     await provider.register([gateway.url], session_required=False)
     async with Browser.open() as first, Browser.open() as second, Browser.open() as bob:
         for browser, login in ((first, "alice"), (second, "alice"), (bob, "bob")):
@@ -542,7 +551,7 @@ async def test_readyz_names_a_provider_that_is_down_and_password_sign_in_still_w
 async def test_a_provider_slower_than_timeout_is_503_and_signs_no_one_in(
     start_gateway: Start, provider: OpenIDProvider
 ) -> None:
-    gateway = await start_gateway(more="timeout: 1s\n")
+    gateway = await start_gateway(fields={"timeout": "1s"})
     async with Browser.open() as browser:
         page = await browser.go(f"{gateway.url}/login/{PROVIDER_ID}?next=/x")
         assert page.form("login"), page.trail()
@@ -558,7 +567,7 @@ async def test_an_existing_session_outlives_a_slow_provider_and_refreshes_once_i
 ) -> None:
     """Provider down at rotation: the request is 503 and nothing changes (never a sign-out
     for an outage); with the provider back the same refresh cookie rotates."""
-    gateway = await start_gateway(more="timeout: 1s\n")
+    gateway = await start_gateway(fields={"timeout": "1s"})
     async with Browser.open() as browser:
         assert (await oidc_sign_in(browser, gateway, "alice")).status == 200
         cookies = session_of(browser)
@@ -636,3 +645,67 @@ async def test_two_replicas_on_redis_share_the_session_and_the_back_channel_logo
         assert [d["ok"] for d in ended["delivered"]] == [True], ended
         assert await answer(b.url + "/api/me", session_of(browser)) == 401
         assert await answer(a.url + "/api/me", session_of(browser)) == 401
+
+
+async def test_claims_the_id_token_lacks_come_from_userinfo(
+    spawn_gateway: Callable[..., GatewayProcess], upstream_url: str, tmp_path: Path
+) -> None:
+    """oidc-provider's own default: when an access token is issued, the scope claims (email,
+    name, groups) are at the userinfo endpoint only, the ID token has just `sub`."""
+    with running_provider(tmp_path, conformIdTokenClaims=True) as provider:
+        gateway = spawn_gateway(
+            oidc_config(upstream_url, tmp_path, provider.issuer), env={SECRET_ENV: CLIENT_SECRET}
+        )
+        await provider.register([gateway.url])
+        async with Browser.open() as browser:
+            page = await oidc_sign_in(browser, gateway, "alice")
+            assert page.status == 200, page.trail()
+            seen = received(page.json())
+            assert seen["x-user-id"] == [ALICE.sub]
+            assert seen["x-user-email"] == [ALICE.email]
+            assert seen["x-user-name"] == [ALICE.name]
+            assert seen["x-user-roles"] == [",".join(sorted(ALICE.groups))]
+
+
+async def test_a_public_client_signs_in_with_pkce_alone_and_refreshes(
+    start_gateway: Start, provider: OpenIDProvider
+) -> None:
+    """No client secret anywhere: the provider knows the gateway as a public client
+    (token_endpoint_auth_method none, PKCE required) and rotates its refresh token."""
+    gateway = await start_gateway(fields={"client_secret_env": None}, register=False)
+    assert "client_secret" not in gateway.config.read_text()
+    await provider.register([gateway.url], auth_method="none")
+    async with Browser.open() as browser:
+        page = await oidc_sign_in(browser, gateway, "alice")
+        assert page.status == 200 and received(page.json())["x-user-id"] == [ALICE.sub]
+        await asyncio.sleep(ACCESS_TTL + 0.2)
+        assert (await browser.go(gateway.url + "/api/me")).status == 200
+    grants = [e["grant_type"] for e in await provider.events("grant.success")]
+    assert grants == ["authorization_code", "refresh_token"]
+
+
+async def test_parallel_requests_on_two_replicas_refresh_at_the_provider_once(
+    spawn_gateway: Callable[..., GatewayProcess],
+    upstream_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    provider: OpenIDProvider,
+) -> None:
+    """A page load's requests all present the same expired session to both replicas: the
+    provider sees its refresh token once (it rotates refresh tokens, and a second use of
+    one revokes the whole grant, which would sign the user out)."""
+    text = oidc_config(upstream_url, tmp_path, provider.issuer, store=redis_url)
+    env = {SECRET_ENV: CLIENT_SECRET}
+    a, b = spawn_gateway(text, env=env), spawn_gateway(text, env=env)
+    await provider.register([a.url, b.url])
+    async with Browser.open() as browser:
+        assert (await oidc_sign_in(browser, a, "alice")).status == 200
+        expired = session_of(browser)
+    await asyncio.sleep(ACCESS_TTL + 0.2)
+    statuses = await asyncio.gather(
+        *(answer(f"{(a, b)[i % 2].url}/api/{i}", expired) for i in range(12))
+    )
+    assert statuses == [200] * 12
+    grants = [e["grant_type"] for e in await provider.events("grant.success")]
+    assert grants == ["authorization_code", "refresh_token"]
+    assert await provider.events("grant.error") == []
