@@ -447,9 +447,13 @@ async def test_each_rotation_refreshes_at_the_provider_and_a_disabled_user_loses
         disabled_at = time.monotonic()
         # within one access_ttl (leeway 0) the access token runs out; the refresh that
         # follows is refused at the provider, and the gateway session ends with it
-        await asyncio.sleep(ACCESS_TTL + 0.2)
-        assert await answer(gateway.url + "/api/me", cookies) == 401
-        assert time.monotonic() - disabled_at < ACCESS_TTL + 1.0
+        seen = [await answer(gateway.url + "/api/me", cookies)]
+        while seen[-1] == 200 and time.monotonic() - disabled_at < ACCESS_TTL + 5:
+            await asyncio.sleep(0.1)
+            seen.append(await answer(gateway.url + "/api/me", cookies))
+        lost_after = time.monotonic() - disabled_at
+        assert seen[-1] == 401 and set(seen) == {200, 401}, seen
+        assert lost_after < ACCESS_TTL + 1.5, lost_after  # one access_ttl, and some slack
         assert await answer(gateway.url + "/api/me", {REFRESH: cookies[REFRESH]}) == 401
         errors = await provider.events("grant.error")
         assert [e["error"] for e in errors] == ["invalid_grant"]
@@ -501,12 +505,13 @@ async def test_logout_ends_the_session_at_the_provider_and_comes_back_to_the_log
         assert len(await provider.sessions("alice")) == 1
 
         page = await browser.go(gateway.url + "/logout", method="POST", follow=False)
-        assert page.status in (302, 303), page.text[:500]
+        assert page.status == 303, page.text[:500]
         location = page.hops[-1].location or ""
         end_session = (await provider.discovery())["end_session_endpoint"]
         assert location.startswith(end_session + "?"), location
         asked = parse_qs(urlsplit(location).query)
         assert asked["post_logout_redirect_uri"] == [gateway.url + "/login"]
+        assert asked["client_id"] == [CLIENT_ID]
         assert asked["id_token_hint"][0].count(".") == 2
         assert await answer(gateway.url + "/api/me", cookies) == 401  # over at the gateway
 
