@@ -714,3 +714,49 @@ async def test_parallel_requests_on_two_replicas_refresh_at_the_provider_once(
     grants = [e["grant_type"] for e in await provider.events("grant.success")]
     assert grants == ["authorization_code", "refresh_token"]
     assert await provider.events("grant.error") == []
+
+
+async def test_a_provider_that_rotated_its_keys_is_followed(
+    spawn_gateway: Callable[..., GatewayProcess], upstream_url: str, tmp_path: Path
+) -> None:
+    """The provider restarts with a new signing key (a new `kid`): the gateway's cached JWKS
+    lacks it, so it fetches the keys again and the next sign-in succeeds."""
+    port = free_port()
+    gateway = None
+    kids = []
+    for generation in ("old", "new"):
+        with running_provider(tmp_path / generation, port) as provider:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get((await provider.discovery())["jwks_uri"]) as keys,
+            ):
+                kids.append([key["kid"] for key in (await keys.json())["keys"]])
+            if gateway is None:
+                gateway = spawn_gateway(
+                    oidc_config(upstream_url, tmp_path, provider.issuer),
+                    env={SECRET_ENV: CLIENT_SECRET},
+                )
+            await provider.register([gateway.url])
+            async with Browser.open() as browser:
+                page = await oidc_sign_in(browser, gateway, "alice")
+                assert page.status == 200, (generation, page.trail())
+                assert received(page.json())["x-user-id"] == [ALICE.sub]
+    assert kids[0] != kids[1]
+
+
+async def test_check_config_online_asks_the_provider(
+    upstream_url: str, tmp_path: Path, provider: OpenIDProvider, secret: str
+) -> None:
+    env = {SECRET_ENV: CLIENT_SECRET}
+    up = write_config(tmp_path, oidc_config(upstream_url, tmp_path, provider.issuer), "up.yaml")
+    offline = run_cli("check-config", "--config", str(up), secret=secret, env=env)
+    assert offline.returncode == 0, offline.stderr
+    online = run_cli("check-config", "--online", "--config", str(up), secret=secret, env=env)
+    assert online.returncode == 0, online.stderr
+    assert PROVIDER_ID in online.stdout
+
+    down = f"http://127.0.0.1:{free_port()}"
+    gone = write_config(tmp_path, oidc_config(upstream_url, tmp_path, down), "down.yaml")
+    assert run_cli("check-config", "--config", str(gone), secret=secret, env=env).returncode == 0
+    failed = run_cli("check-config", "--online", "--config", str(gone), secret=secret, env=env)
+    assert failed.returncode == 1 and PROVIDER_ID in failed.stderr, failed
