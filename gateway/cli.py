@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file and list every problem")
     check.add_argument("--config", help=config_help)
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also fetch each OpenID provider's discovery document and keys",
+    )
 
     explain = sub.add_parser("explain", help="show which route matches a request and the decision")
     explain.add_argument("--config", help=config_help)
@@ -83,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(path)
     if args.command == "check-config":
-        return _check(path)
+        return _check(path, online=args.online)
     if args.command in ("revoke", "sessions"):
         return _session_admin(path, args.command, args.user)
     return _explain(path, args)
@@ -122,7 +127,7 @@ def _serve(path: str) -> int:
     return EXIT_OK
 
 
-def _check(path: str) -> int:
+def _check(path: str, online: bool = False) -> int:
     config = _load_or_report(path)
     if config is None:
         return EXIT_INVALID
@@ -136,6 +141,10 @@ def _check(path: str) -> int:
         sign_in = f"sign-in via {login.verify_url}"
     else:
         sign_in = "no sign-in (tokens come from elsewhere)"
+    if login.providers:
+        ids = ", ".join(p.id for p in login.providers)
+        sign_in = sign_in if login.users_file or login.verify_url else "no password sign-in"
+        sign_in += f", OpenID Connect: {ids}"
     door = f"upstream {config.upstream}" if config.upstream else "no upstream"
     if config.forward_auth is not None:
         door += f", forward-auth at {config.forward_auth.path}"
@@ -146,6 +155,14 @@ def _check(path: str) -> int:
         f" store {config.store.scheme}://, {sign_in},"
         f" listen {config.listen}, admin {config.admin_listen}"
     )
+    if online and login.providers:
+        from .oidc.online import check
+
+        results = asyncio.run(check(login.providers))
+        for ok, line in results:
+            print(line, file=sys.stdout if ok else sys.stderr)
+        if not all(ok for ok, _ in results):
+            return EXIT_INVALID
     return EXIT_OK
 
 

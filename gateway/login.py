@@ -15,7 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -24,6 +24,7 @@ from . import cookies, logs, metrics, pages, responses
 from .clientaddr import client_address
 from .credentials import MAX_FIELD, CredentialsUnavailable
 from .errors import TokenError
+from .oidc.logout import end_session_url
 from .origin import cross_site, log_refusal, navigation_allowed
 from .runtime import Snapshot
 from .sessions import Sessions
@@ -75,15 +76,24 @@ async def handle(
     request: web.BaseRequest, snapshot: Snapshot, client: aiohttp.ClientSession, path: str
 ) -> Result:
     login = snapshot.config.login
-    if snapshot.login_page is None or snapshot.credentials is None:
+    if snapshot.login_page is None:
         return Result(responses.not_found(request), "reserved")
     if path == login.logout_path:
         return await _logout(request, snapshot)
     if request.method in ("GET", "HEAD"):
+        providers = login.providers
+        if snapshot.credentials is None and len(providers) == 1:
+            # nothing to choose: straight to the one provider
+            target = f"{_provider_path(snapshot, providers[0].id)}?next="
+            target += quote(safe_next(request.query.get("next")), safe="/")
+            response = web.Response(status=302, headers={hdrs.LOCATION: target})
+            response.headers[hdrs.CACHE_CONTROL] = "no-store"
+            return Result(response, "login_provider")
         page = _page(snapshot, request.query.get("next"), status=200)
         return Result(page, "login_page")
-    if request.method != "POST":
-        return Result(responses.method_not_allowed(request, "GET, POST"), "login_method")
+    if request.method != "POST" or snapshot.credentials is None:
+        allow = "GET, POST" if snapshot.credentials is not None else "GET"
+        return Result(responses.method_not_allowed(request, allow), "login_method")
     if cross_site(request, snapshot.config.cookies.domain):
         rewritten = log_refusal(request, "sign-in")
         why = CROSS_SITE
@@ -177,11 +187,14 @@ async def _logout(request: web.BaseRequest, snapshot: Snapshot) -> Result:
     elif cross_site(request, config.cookies.domain):
         log_refusal(request, "sign-out")
         return Result(responses.cross_site(request), "cross_site")
+    location = None
+    if snapshot.oidc is not None:  # RP-initiated logout: the provider's session ends too
+        location = await end_session_url(snapshot.oidc, request, snapshot.verifier)
     user = await snapshot.sessions.end(request)
     if user is not None:
         metrics.LOGOUTS.inc()
         security.info("logout", extra={"event": "logout", "user": user})
-    response = web.Response(status=303, headers={hdrs.LOCATION: config.login.path})
+    response = web.Response(status=303, headers={hdrs.LOCATION: location or config.login.path})
     response.headers[hdrs.CACHE_CONTROL] = "no-store"
     for name, value in cookies.clearing_cookies(config.cookies):
         response.headers.add(name, value)
@@ -235,6 +248,15 @@ def _utf8(text: str) -> bool:
     return True
 
 
+def page(snapshot: Snapshot, next_path: str | None, status: int, error: str = "") -> web.Response:
+    """The login page with a message: what an OpenID sign-in that failed answers."""
+    return _page(snapshot, next_path, status, error=error)
+
+
+def _provider_path(snapshot: Snapshot, provider_id: str) -> str:
+    return f"{snapshot.config.login.path.rstrip('/')}/{provider_id}"
+
+
 def _page(
     snapshot: Snapshot, next_path: str | None, status: int, username: str = "", error: str = ""
 ) -> web.Response:
@@ -246,6 +268,10 @@ def _page(
         error=error,
         site=pages.current().title,
         request_id=logs.REQUEST_ID.get(),
+        password=snapshot.credentials is not None,
+        providers=[
+            (p.label, _provider_path(snapshot, p.id)) for p in snapshot.config.login.providers
+        ],
     )
     return web.Response(status=status, text=body, content_type="text/html", headers=_PAGE_HEADERS)
 

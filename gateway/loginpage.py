@@ -3,13 +3,16 @@
 A replacement template gets the same variables as the built-in one: `action`
 (where the form posts), `next` (the hidden field), `username` (kept after a
 failure), `error` (the message, or empty), `site` (`pages.title`, or none)
-and `request_id`. Every variable is
+`request_id`, `password` (false: no password form, providers only) and
+`providers` (a list of (label, start URL) pairs for OpenID Connect buttons,
+to which `?next=` is appended). Every variable is
 escaped, so a `next` or username full of markup stays text; only a template
 that says `|safe` or `{% autoescape false %}` opts out, and it should not.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import jinja2
@@ -49,6 +52,8 @@ class LoginPage:
         error: str = "",
         site: str | None = None,
         request_id: str | None = None,
+        password: bool = True,
+        providers: Sequence[tuple[str, str]] = (),
     ) -> str:
         return self._template.render(
             action=action,
@@ -57,6 +62,8 @@ class LoginPage:
             error=error,
             site=site,
             request_id=request_id,
+            password=password,
+            providers=providers,
         )
 
 

@@ -26,6 +26,7 @@ from .clientaddr import client_address, forwarded_proto
 from .decision import authorize, route_of
 from .errors import BadPath
 from .login import HOST_REWRITTEN
+from .oidc import routes as oidc_routes
 from .origin import log_refusal
 from .paths import normalize
 from .runtime import Runtime, Snapshot
@@ -163,7 +164,10 @@ async def _handle(
             return _own(refusal, request_id, outcome)
 
     if path in snapshot.reserved_paths:
-        page = await login.handle(request, snapshot, runtime.client, path)
+        if snapshot.oidc is not None and path in snapshot.oidc.paths:
+            page = await oidc_routes.handle(request, snapshot, path)
+        else:
+            page = await login.handle(request, snapshot, runtime.client, path)
         outcome.decision, outcome.user = page.decision, page.user
         return _own(page.response, request_id, outcome)
 

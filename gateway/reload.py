@@ -115,7 +115,7 @@ class Reloader:
             )
             return False
         try:
-            snapshot = Snapshot.build(new, self._runtime.store)
+            snapshot = Snapshot.build(new, self._runtime.store, self._runtime.oidc_home)
         except Exception as exc:  # a config that validated but will not build: keep the old
             self._failed(
                 "failure", "reload failed; the running config stays", error=type(exc).__name__

@@ -25,6 +25,8 @@ from .assertion import Asserter
 from .config import Config
 from .credentials import UsersFile, VerifyUrl
 from .loginpage import LoginPage
+from .oidc.home import Home
+from .oidc.relying import Relying
 from .pages import Pages
 from .sessions import Sessions
 from .store import Store
@@ -47,15 +49,19 @@ class Snapshot:
     pages: Pages  # the gateway's own answers to people: title and error template
     ws_recheck: float  # how often an open WebSocket re-checks that its session is alive
     asserter: Asserter | None  # signs X-User-Assertion when identity_assertion is configured
+    oidc: Relying | None  # login.providers: sign-in with OpenID Connect
 
     @classmethod
-    def build(cls, config: Config, store: Store) -> Snapshot:
-        """`store` is the process's: a new snapshot must not start from an empty memory store."""
+    def build(cls, config: Config, store: Store, home: Home | None = None) -> Snapshot:
+        """`store` is the process's: a new snapshot must not start from an empty memory store;
+        `home` too (the providers' discovery and keys), when the process has one."""
         tokens, login = config.tokens, config.login
         verifier = tokens.verifier()
         credentials: UsersFile | VerifyUrl | None = login.users
         if login.verify_url is not None:
             credentials = VerifyUrl(login.verify_url, login.verify_timeout)
+        sessions = Sessions(config, verifier, store)
+        oidc = Relying(config, sessions, home or Home()) if login.providers else None
         return cls(
             config=config,
             verifier=verifier,
@@ -66,13 +72,15 @@ class Snapshot:
                 + ([config.identity_assertion.header] if config.identity_assertion else [])
             ),
             cookie_names=frozenset((config.cookies.access, config.cookies.refresh)),
-            reserved_paths=frozenset((config.login.path, config.login.logout_path)),
+            reserved_paths=frozenset(
+                (config.login.path, config.login.logout_path, *(oidc.paths if oidc else ()))
+            ),
             upstream_timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=config.upstream_timeout, sock_read=config.upstream_timeout
             ),
-            sessions=Sessions(config, verifier, store),
+            sessions=sessions,
             credentials=credentials,
-            login_page=LoginPage(login.template) if credentials is not None else None,
+            login_page=LoginPage(login.template) if login.signs_in else None,
             pages=Pages(config.pages.title, config.pages.template),
             # closed within 5 s of a logout (SPEC: 15), sooner with a short access TTL; one
             # store call per open socket per interval
@@ -82,6 +90,7 @@ class Snapshot:
                 if config.identity_assertion is not None
                 else None
             ),
+            oidc=oidc,
         )
 
 
@@ -91,7 +100,8 @@ class Runtime:
     def __init__(self, config: Config) -> None:
         password = config.store_password.reveal().decode() if config.store_password else None
         self.store = metrics.measured(open_store(config.store, config.store_timeout, password))
-        self.snapshot = Snapshot.build(config, self.store)
+        self.oidc_home = Home()  # the providers' discovery and keys outlive reloads
+        self.snapshot = Snapshot.build(config, self.store, self.oidc_home)
         self._client: aiohttp.ClientSession | None = None
         self._ws_client: aiohttp.ClientSession | None = None
         self.draining = False  # SIGTERM received: /readyz says 503 so traffic moves elsewhere
@@ -132,6 +142,7 @@ class Runtime:
         if self._client is not None:
             await self._client.close()
             self._client = None
+        await self.oidc_home.close()
         await self.store.close()
 
 

@@ -21,6 +21,7 @@ from yarl import URL
 from .config import Config, LoginConfig
 from .config.declare import DURATION, MISSING, Key, choices, item_type, section_keys
 from .config.endpoints import LISTEN, Listen, url_text
+from .config.providers import ProviderConfig
 from .config.routes import RouteRule
 from .config.tokens import PreviousKey, TokensConfig
 
@@ -80,6 +81,7 @@ RULES: dict[type, Schema] = {
         ],
     },
     LoginConfig: _none_of_both("users_file", "verify_url"),
+    ProviderConfig: _none_of_both("client_secret_env", "client_secret_file"),
     RouteRule: {
         "oneOf": [_required("path"), _required("regex")],
         "allOf": [
@@ -195,6 +197,8 @@ def _default(value: Any) -> Any:
         return value
     if isinstance(value, URL):
         return url_text(value)
+    if all(isinstance(item, str) for item in value):
+        return list(value)  # a list of words (scopes)
     return dict(value)  # header -> claim pairs
 
 

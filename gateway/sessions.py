@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,9 @@ security = logging.getLogger("gateway.security")
 
 Headers = list[tuple[str, str]]
 _CHECK = "access-check"  # Principal.memo key
+PROVIDER = "idp"  # the claim naming the OpenID provider a session was signed in at
+# (family, subject, digest of the presented refresh token) -> the provider still vouches
+ProviderRefresh = Callable[[str, str, str], Awaitable[bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,9 @@ class Sessions:
         self._grace = tokens.refresh_reuse_grace
         # access tokens of a dead family must stay refused as long as any can still verify
         self._deny_for = tokens.access_ttl + tokens.leeway
+        # set by gateway.oidc when providers are configured: asked before each rotation of
+        # a provider session; raises ProviderUnavailable (a StoreUnavailable: 503) when down
+        self.provider_refresh: ProviderRefresh | None = None
         self.issuer = (
             Issuer(
                 tokens.keys,
@@ -133,7 +139,19 @@ class Sessions:
             return None
         subject = old.subject
         claims: Mapping[str, Any] = _user_claims(old.claims)
-        if self._users is not None:
+        if PROVIDER in old.claims:
+            refreshed = self.provider_refresh is not None and await self.provider_refresh(
+                family, subject, digest(jti)
+            )
+            if not refreshed:  # refused at the provider, or the provider left the config
+                await self.store.end_family(family, subject, None, self._deny_for)
+                security.warning(
+                    "refresh refused: the provider no longer vouches for the user",
+                    extra={"event": "refresh_provider_refused", "user": subject},
+                )
+                metrics.REFRESHES.labels("provider_refused").inc()
+                return None
+        elif self._users is not None:
             current = self._users.current_claims(subject)  # roles edits apply at the next refresh
             if current is None:
                 await self.store.end_family(family, subject, None, self._deny_for)

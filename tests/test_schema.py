@@ -382,6 +382,7 @@ def test_every_key_config_reads_is_in_the_schema_and_back(
         "routes": [{}],
         "identity_assertion": {},
         "forward_auth": {},
+        "login": {"providers": [{"claims": {}}]},
     }
     load_problems(tmp_path, everything)
     in_config = {join(s, k) for s, keys in accepted.items() for k in keys}
@@ -441,17 +442,25 @@ def test_defaults_match_the_config(tmp_path: Path, secret: str) -> None:
             "identity_assertion": {"private_key_file": key.name},
             "forward_auth": {},
             "trusted_proxies": ["10.0.0.0/8"],
+            "login": {"providers": [{"id": "p", "issuer": "https://i", "client_id": "c"}]},
         },
     )
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(doc))
     config = load(path)
+    provider = config.login.providers[0]
     actual = {
         "routes[].auth": config.routes.routes[0].auth,
         "routes[].on_unauthenticated": config.routes.routes[0].on_unauthenticated,
         "default": config.routes.default.auth,
         "tokens.algorithm": config.tokens.keys.algorithm,
         "identity_headers": dict(config.identity_headers),
+        "login.providers[].scopes": list(provider.scopes),
+        "login.providers[].timeout": provider.timeout,
+        **{
+            f"login.providers[].claims.{k}": getattr(provider.claims, k)
+            for k in ("sub", "email", "name", "roles")
+        },
     }
     checked = []
     for leaf, schema in leaf_paths():
@@ -527,7 +536,9 @@ def test_the_reference_lists_every_key_with_its_default_and_restart() -> None:
             if "default" in schema and not isinstance(schema["default"], dict):
                 assert shown is not None, f"{join(section, name)}: no default in the reference"
                 value = schema["default"]
-                declared = json.dumps(value) if value is True else str(value)
+                declared = (
+                    json.dumps(value) if value is True or isinstance(value, list) else str(value)
+                )
                 if schema.get("pattern") == DURATION:
                     seconds = parse_duration(shown[1]), parse_duration(declared)
                     assert seconds[0] == seconds[1], join(section, name)

@@ -12,6 +12,7 @@ from ..loginpage import check_template
 from ..yamlsource import Section
 from .declare import key, read
 from .endpoints import HTTP_URL, parse_url, shown
+from .providers import ProviderConfig, read_providers
 
 _PATH = "^/[^?#]*$"
 
@@ -54,6 +55,17 @@ class LoginConfig:
     failure_window: float = field(
         default=15 * 60, metadata=key("The window failures are counted in.", minimum=1)
     )
+    providers: tuple[ProviderConfig, ...] = field(
+        default=(),
+        metadata=key(
+            "OpenID Connect providers: a button each beside (or instead of) the password form."
+        ),
+    )
+
+    @property
+    def signs_in(self) -> bool:
+        """Some way to sign in here: a password backend or a provider."""
+        return bool(self.users_file or self.verify_url or self.providers)
 
 
 def read_login(sec: Section, base: Path) -> LoginConfig:
@@ -87,6 +99,7 @@ def read_login(sec: Section, base: Path) -> LoginConfig:
         sec.problems.items.extend(users_problems)
     if files["template"] is not None:
         sec.problems.items.extend(check_template(files["template"]))
+    providers = read_providers(sec, base)
     sec.finish()
     return LoginConfig(
         **values,
@@ -94,4 +107,5 @@ def read_login(sec: Section, base: Path) -> LoginConfig:
         users=users,
         verify_url=verify_url,
         template=files["template"],
+        providers=providers,
     )

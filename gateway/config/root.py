@@ -122,7 +122,7 @@ class Config:
     )
     login: LoginConfig = field(
         default_factory=LoginConfig,
-        metadata=key("Sign-in, refresh and logout: needs users_file or verify_url."),
+        metadata=key("Sign-in, refresh and logout: needs users_file, verify_url or providers."),
     )
     pages: PagesConfig = field(
         default_factory=PagesConfig,
@@ -219,7 +219,7 @@ def _build(top: Section, base: Path, source: Path, text: str) -> Config | None:
             " store: redis://host:6379/0",
         )
     login = read_login(top.section("login"), base)
-    if (login.users_file or login.verify_url) and tokens and tokens.keys.signing_key is None:
+    if login.signs_in and tokens and tokens.keys.signing_key is None:
         top.error(
             "login",
             "signing in issues tokens, which needs tokens.private_key_file (public_key_files"

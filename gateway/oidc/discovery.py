@@ -1,0 +1,176 @@
+"""A provider's discovery document and JWKS: fetched, checked, cached, refetched.
+
+Discovery (`{issuer}/.well-known/openid-configuration`) is trusted only as far
+as it agrees with the config: its `issuer` must be the configured one exactly
+(OpenID Connect Discovery 4.3), and every endpoint must be https:// (http://
+only on a loopback host, like the issuer). The JWKS is refetched when a token
+names a `kid` the cached set lacks (the provider rotated its keys), at most
+once per REFETCH_EVERY per provider, so a flood of tokens with made-up kids
+cannot make the gateway hammer the provider. `oct` (shared-secret) keys and
+encryption keys in a JWKS are dropped: a public document never holds an HMAC
+key the gateway would accept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import jwt
+from yarl import URL
+
+from ..config.providers import ProviderConfig
+from .http import ProviderUnavailable, get_json
+
+REFETCH_EVERY = 60.0  # seconds between two JWKS fetches for an unknown kid
+ASYMMETRIC = frozenset(
+    ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+)
+HMAC = frozenset(("HS256", "HS384", "HS512"))
+
+log = logging.getLogger("gateway.oidc")
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    jwks_uri: str
+    userinfo_endpoint: str | None
+    end_session_endpoint: str | None
+    algorithms: frozenset[str]  # id_token_signing_alg_values_supported
+    secret_basic: bool  # client_secret_basic is offered (the default when none is named)
+
+
+def parse_metadata(doc: dict[str, Any], issuer: str) -> Metadata:
+    """The parts of a discovery document the gateway uses; ProviderUnavailable if unfit."""
+    if doc.get("issuer") != issuer:
+        raise ProviderUnavailable("the discovery document names another issuer")
+    urls: dict[str, str | None] = {}
+    for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+        urls[name] = _endpoint(doc, name, required=True)
+    for name in ("userinfo_endpoint", "end_session_endpoint"):
+        urls[name] = _endpoint(doc, name, required=False)
+    announced = doc.get("id_token_signing_alg_values_supported", ["RS256"])
+    if not isinstance(announced, list) or not all(isinstance(a, str) for a in announced):
+        raise ProviderUnavailable("id_token_signing_alg_values_supported is not a list")
+    methods = doc.get("token_endpoint_auth_methods_supported", ["client_secret_basic"])
+    return Metadata(
+        issuer=issuer,
+        authorization_endpoint=str(urls["authorization_endpoint"]),
+        token_endpoint=str(urls["token_endpoint"]),
+        jwks_uri=str(urls["jwks_uri"]),
+        userinfo_endpoint=urls["userinfo_endpoint"],
+        end_session_endpoint=urls["end_session_endpoint"],
+        algorithms=frozenset(announced) - {"none"},
+        secret_basic=isinstance(methods, list) and "client_secret_basic" in methods,
+    )
+
+
+def _endpoint(doc: dict[str, Any], name: str, *, required: bool) -> str | None:
+    value = doc.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not safe_url(value):
+        raise ProviderUnavailable(f"the discovery document's {name} is missing or not https")
+    return value
+
+
+def safe_url(text: str) -> bool:
+    """https://host..., or http:// to a loopback host (tests, local development)."""
+    try:
+        url = URL(text)
+    except ValueError:
+        return False
+    if not url.host or url.user or url.password:
+        return False
+    if url.scheme == "https":
+        return True
+    if url.scheme != "http":
+        return False
+    host = url.host.strip("[]")
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_jwks(doc: dict[str, Any]) -> jwt.PyJWKSet:
+    keys = doc.get("keys")
+    if not isinstance(keys, list):
+        raise ProviderUnavailable("the JWKS has no keys list")
+    usable = [
+        k
+        for k in keys
+        if isinstance(k, dict) and k.get("kty") in ("RSA", "EC", "OKP") and k.get("use") != "enc"
+    ]
+    try:
+        return jwt.PyJWKSet(usable)
+    except jwt.PyJWTError:
+        raise ProviderUnavailable("the JWKS holds no usable signing key") from None
+
+
+class ProviderState:
+    """One provider's discovery and keys, kept for the process (across reloads)."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self.metadata: Metadata | None = None
+        self.keys: jwt.PyJWKSet | None = None
+        self.error: str | None = None  # why the last attempt failed, for /readyz and logs
+        self._keys_at = -REFETCH_EVERY  # the last refetch for an unknown kid (not discovery)
+        self._lock = asyncio.Lock()
+
+    @property
+    def reachable(self) -> bool:
+        return self.metadata is not None and self.error is None
+
+    async def discover(self, session: aiohttp.ClientSession, *, again: bool = False) -> Metadata:
+        """The metadata and keys, fetched once (or `again`); ProviderUnavailable if not."""
+        if self.metadata is not None and self.keys is not None and not again:
+            return self.metadata
+        async with self._lock:
+            if self.metadata is not None and self.keys is not None and not again:
+                return self.metadata
+            timeout = self.config.timeout
+            url = self.config.issuer.rstrip("/") + "/.well-known/openid-configuration"
+            try:
+                metadata = parse_metadata(await get_json(session, url, timeout), self.config.issuer)
+                keys = parse_jwks(await get_json(session, metadata.jwks_uri, timeout))
+            except ProviderUnavailable as exc:
+                self._failed(str(exc))
+                raise
+            self.metadata, self.keys, self.error = metadata, keys, None
+            return metadata
+
+    async def refetch_keys(self, session: aiohttp.ClientSession) -> bool:
+        """An unknown kid: fetch the JWKS again unless that was done within REFETCH_EVERY.
+        True when a new set was fetched."""
+        metadata = await self.discover(session)
+        async with self._lock:
+            if time.monotonic() - self._keys_at < REFETCH_EVERY:
+                return False
+            self._keys_at = time.monotonic()
+            try:
+                self.keys = parse_jwks(
+                    await get_json(session, metadata.jwks_uri, self.config.timeout)
+                )
+            except ProviderUnavailable as exc:
+                self._failed(str(exc))
+                raise
+            self.error = None
+            return True
+
+    def _failed(self, why: str) -> None:
+        if why != self.error:
+            log.warning(
+                "OpenID provider unreachable",
+                extra={"event": "oidc_unreachable", "provider": self.config.id, "why": why},
+            )
+        self.error = why

@@ -1,0 +1,172 @@
+"""The end of a callback: code exchange, ID token, claims, and the gateway's session.
+
+Reached only with a valid, single-use state of this browser (flow.py). The
+code is exchanged server to server (with the PKCE verifier, and the client
+secret where there is one); the ID token is verified (verify.py), after one
+rate-limited JWKS refetch if its `kid` is new; claims the ID token lacks come
+from the userinfo endpoint, whose `sub` must match. Then the claims are
+mapped and admitted (claims.py), and the session starts as after a password
+sign-in, its provider link saved (links.py). A refusal is a page and a
+security event; ProviderUnavailable propagates to the caller (503).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from ..clientaddr import client_address
+from ..config.providers import ProviderConfig
+from ..login import Result
+from ..runtime import Snapshot
+from . import claims as mapping
+from .answers import refused
+from .http import ProviderRefused, ProviderUnavailable, get_json, post_form
+from .links import Link, save
+from .relying import Relying
+from .verify import Refused, UnknownKey, verify
+
+log = logging.getLogger("gateway.security")
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    provider: str
+    nonce: str
+    verifier: str
+    browser: str  # digest of the STATE_COOKIE value
+    next: str
+    redirect_uri: str
+
+
+async def finish(
+    request: web.BaseRequest,
+    snapshot: Snapshot,
+    provider: ProviderConfig,
+    pending: Pending,
+    code: str,
+) -> Result:
+    relying = _relying(snapshot)
+    state = relying.state(provider)
+    session = relying.home.session
+    metadata = await state.discover(session)
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": pending.redirect_uri,
+        "code_verifier": pending.verifier,
+    }
+    try:
+        tokens = await post_form(
+            session, metadata.token_endpoint, *relying.client_auth(provider, form, metadata)
+        )
+    except ProviderRefused as exc:
+        return Result(
+            refused(request, snapshot, provider, pending.next, exc.error, exchange=True),
+            "oidc_denied",
+        )
+    id_token = tokens.get("id_token")
+    if not isinstance(id_token, str) or not id_token:
+        raise ProviderUnavailable("the token endpoint sent no id_token")
+    address = client_address(request, relying.trusted)
+    try:
+        raw = await verified(relying, provider, id_token, pending.nonce)
+    except Refused as exc:
+        log.warning(
+            "OpenID ID token refused",
+            extra={
+                "event": "oidc_token_refused",
+                "provider": provider.id,
+                "why": exc.reason,
+                "client": address,
+            },
+        )
+        return Result(
+            refused(request, snapshot, provider, pending.next, "", status=401), "oidc_token_refused"
+        )
+    access = tokens.get("access_token")
+    if mapping.missing(provider, raw) and metadata.userinfo_endpoint and isinstance(access, str):
+        info = await get_json(session, metadata.userinfo_endpoint, provider.timeout, bearer=access)
+        if info.get("sub") != raw["sub"]:
+            log.warning(
+                "OpenID userinfo refused: another subject",
+                extra={
+                    "event": "oidc_token_refused",
+                    "provider": provider.id,
+                    "why": "userinfo sub",
+                    "client": address,
+                },
+            )
+            return Result(
+                refused(request, snapshot, provider, pending.next, "", status=401),
+                "oidc_token_refused",
+            )
+        raw = {**info, **raw}
+    try:
+        claims = mapping.gateway_claims(provider, raw)
+        mapping.admit(provider, claims, raw)
+    except (ValueError, mapping.NotAdmitted) as exc:
+        log.warning(
+            "OpenID sign-in refused: not admitted",
+            extra={
+                "event": "oidc_not_admitted",
+                "provider": provider.id,
+                "why": str(exc)[:100],
+                "client": address,
+            },
+        )
+        return Result(
+            refused(request, snapshot, provider, pending.next, "", status=403), "oidc_forbidden"
+        )
+    issued = await relying.sessions.start(claims, address, request.headers.get(hdrs.USER_AGENT, ""))
+    subject = issued.principal.subject
+    refresh_token = tokens.get("refresh_token")
+    sid = raw.get("sid")
+    link = Link(
+        provider=provider.id,
+        sub=str(raw["sub"]),
+        sid=sid if isinstance(sid, str) and sid else None,
+        refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None,
+        id_token=id_token,
+    )
+    await save(relying, str(issued.principal.claims["fam"]), subject, link)
+    log.info(
+        "login",
+        extra={"event": "login", "user": subject, "client": address, "provider": provider.id},
+    )
+    response = web.Response(status=303, headers={hdrs.LOCATION: pending.next})
+    response.headers[hdrs.CACHE_CONTROL] = "no-store"
+    for name, value in issued.set_cookies:
+        response.headers.add(name, value)
+    return Result(response, "login", subject)
+
+
+async def verified(
+    relying: Relying, provider: ProviderConfig, token: str, nonce: str
+) -> dict[str, Any]:
+    """The ID token's claims; one JWKS refetch (rate-limited) when its kid is unknown."""
+    state = relying.state(provider)
+    for attempt in (1, 2):
+        assert state.metadata is not None and state.keys is not None  # noqa: S101 - discovered
+        try:
+            return verify(
+                token,
+                metadata=state.metadata,
+                keys=state.keys,
+                client_id=provider.client_id,
+                secret=provider.client_secret,
+                leeway=relying.leeway,
+                nonce=nonce,
+            )
+        except UnknownKey:
+            if attempt == 2 or not await state.refetch_keys(relying.home.session):
+                raise
+    raise Refused("unknown kid")  # not reached
+
+
+def _relying(snapshot: Snapshot) -> Relying:
+    assert snapshot.oidc is not None  # noqa: S101 - routed only when providers are configured
+    return snapshot.oidc

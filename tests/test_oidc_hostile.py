@@ -1,0 +1,473 @@
+"""Sign-in with OpenID Connect against a provider that lies (SPEC 7.4).
+
+Every way an ID token, a logout token, a state or the provider itself can be
+wrong, each ending in no session, a clear page, a security event in the log
+and no token text in any log line; plus the happy path and staying in step
+(provider refresh, invalid_grant, back-channel and RP-initiated logout).
+The provider is tests/fake_provider.py, a real HTTP server on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+from aiohttp.test_utils import TestServer
+from jwt.algorithms import HMACAlgorithm
+from yarl import URL
+
+from gateway.logs import JsonFormatter
+from tests.conftest import (
+    Client,
+    GatewayFactory,
+    free_port,
+    users_yaml,
+)
+from tests.fake_provider import FakeProvider, public_pem, rsa_key
+from tests.helpers import set_cookies
+
+HTML = {"Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"}
+SECRET_VAR = "FAKE_OIDC_CLIENT_SECRET"
+SESSION = ("access_token", "refresh_token")
+Start = Callable[..., Awaitable[Client]]
+
+
+# -- fixtures and helpers ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def fake(aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch) -> FakeProvider:
+    provider = FakeProvider()
+    server: TestServer = await aiohttp_server(provider.app())
+    provider.issuer = str(server.make_url("")).rstrip("/")
+    monkeypatch.setenv(SECRET_VAR, provider.client_secret)
+    return provider
+
+
+def providers_yaml(issuer: str, more: str = "", provider_id: str = "corp") -> str:
+    lines = [
+        f"    - id: {provider_id}",
+        "      name: Corp SSO",
+        f"      issuer: {issuer}",
+        "      client_id: gateway",
+        f"      client_secret_env: {SECRET_VAR}",
+        "      timeout: 1s",
+        "      claims:",
+        "        roles: groups",
+        *(f"      {line}" for line in more.splitlines() if line.strip()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def start(make_gateway: GatewayFactory, fake: FakeProvider, tmp_path: Path) -> Start:
+    """A gateway with the fake as provider `corp` (and the users file unless password=False)."""
+
+    async def run(more: str = "", password: bool = True, extra_providers: str = "") -> Client:
+        (tmp_path / "users.yaml").write_text(users_yaml())
+        users = f"  users_file: {tmp_path / 'users.yaml'}\n" if password else ""
+        text = (
+            "store: memory://\nstore_timeout: 300ms\nlogin:\n"
+            + users
+            + "  providers:\n"
+            + providers_yaml(fake.issuer, more)
+            + extra_providers
+        )
+        return await make_gateway(text)
+
+    return run
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def log_text(caplog: pytest.LogCaptureFixture) -> Callable[[], str]:
+    """Every log line as the gateway writes it (JSON with its extra fields)."""
+    caplog.set_level(logging.INFO)
+    formatter = JsonFormatter()
+    return lambda: "\n".join(
+        formatter.format(r) for r in caplog.records if r.name.startswith("gateway")
+    )
+
+
+def events(text: str) -> list[dict[str, Any]]:
+    return [e for e in map(json.loads, text.splitlines()) if "event" in e]
+
+
+async def begin(client: Client, next_path: str = "/x", provider: str = "corp") -> tuple[str, str]:
+    """GET {login}/{id}: the authorize URL and the browser-binding cookie."""
+    response = await client.get(f"/login/{provider}?next={next_path}", allow_redirects=False)
+    assert response.status == 302, await response.text()
+    cookie = set_cookies(response)["gateway_oidc"]
+    assert "HttpOnly" in cookie["raw"] and f"Path=/login/{provider}/callback" in cookie["raw"]
+    return response.headers["Location"], cookie["value"]
+
+
+async def authorize(http: aiohttp.ClientSession, location: str) -> str:
+    """The provider's answer: the callback's path and query."""
+    async with http.get(location, allow_redirects=False) as response:
+        assert response.status == 302, await response.text()
+        return URL(response.headers["Location"]).path_qs
+
+
+async def callback(client: Client, path_qs: str, browser: str | None) -> aiohttp.ClientResponse:
+    cookie = {"Cookie": f"gateway_oidc={browser}"} if browser else {}
+    return await client.get(path_qs, headers={**HTML, **cookie}, allow_redirects=False)
+
+
+async def sign_in(client: Client, http: aiohttp.ClientSession) -> aiohttp.ClientResponse:
+    location, browser = await begin(client)
+    return await callback(client, await authorize(http, location), browser)
+
+
+def session_of(response: aiohttp.ClientResponse) -> dict[str, str]:
+    found = set_cookies(response)
+    return {name: found[name]["value"] for name in SESSION if name in found}
+
+
+def cookies(values: dict[str, str]) -> dict[str, str]:
+    return {"Cookie": "; ".join(f"{k}={v}" for k, v in values.items())}
+
+
+def refused_cleanly(
+    response: aiohttp.ClientResponse, page: str, logged: str, *secrets: str
+) -> None:
+    """No session, a page saying so, and no secret in any log line."""
+    assert not session_of(response), "a refused sign-in set a session cookie"
+    assert "Request id" in page or "Sign in" in page
+    for secret in secrets:
+        assert secret not in logged
+
+
+# -- the happy path ------------------------------------------------------------------------
+
+
+async def test_sign_in_with_the_provider_gives_the_gateways_own_session(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession, log_text: Callable[[], str]
+) -> None:
+    client = await start()
+    page = await (await client.get("/login?next=/x", headers=HTML)).text()
+    assert 'href="/login/corp?next=/x"' in page and "Sign in with Corp SSO" in page
+    assert 'name="password"' in page  # beside the password form
+    location, browser = await begin(client)
+    query = URL(location).query
+    assert query["code_challenge_method"] == "S256" and query["response_type"] == "code"
+    assert query["redirect_uri"] == f"http://{client.host}:{client.port}/login/corp/callback"
+    assert set(query["scope"].split()) == {"openid", "email", "profile"}
+    path_qs = await authorize(http, location)  # the fake checks PKCE at the token endpoint
+    response = await callback(client, path_qs, browser)
+    assert response.status == 303 and response.headers["Location"] == "/x"
+    session = session_of(response)
+    assert set(session) == set(SESSION)
+    echo = await (await client.get("/x", headers=cookies(session))).json()
+    headers = {k.lower(): v for k, v in echo["headers"]}
+    assert headers["x-user-id"] == "idp-user-1"
+    assert headers["x-user-email"] == "carol@example.com"
+    assert headers["x-user-roles"] == "ops,staff"
+    exchange = fake.token_requests[-1]
+    assert "client_secret" not in exchange and exchange["code_verifier"]  # Basic auth, PKCE
+    logged = log_text()
+    assert any(e["event"] == "login" and e.get("provider") == "corp" for e in events(logged))
+    for secret in (browser, *session.values(), query["state"], query["nonce"]):
+        assert secret not in logged
+
+
+async def test_one_provider_and_no_password_goes_straight_to_the_provider(start: Start) -> None:
+    client = await start(password=False)
+    response = await client.get("/login?next=/a%3Fb", headers=HTML, allow_redirects=False)
+    assert response.status == 302 and response.headers["Location"] == "/login/corp?next=/a%3Fb"
+    post = await client.post("/login", data={"username": "a", "password": "b"})
+    assert post.status == 405
+
+
+async def test_the_userinfo_endpoint_fills_what_the_id_token_lacks(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
+    client = await start()
+    fake.userinfo = {**fake.user, "groups": "admins, auditors"}
+    fake.user = {"sub": "idp-user-1"}
+    response = await sign_in(client, http)
+    echo = await (await client.get("/x", headers=cookies(session_of(response)))).json()
+    headers = {k.lower(): v for k, v in echo["headers"]}
+    assert headers["x-user-roles"] == "admins,auditors" and fake.calls["userinfo"] == 1
+
+
+# -- ID tokens that must not sign anyone in --------------------------------------------------
+
+
+def _raw_hmac(claims: dict[str, Any], key: bytes, kid: str) -> str:
+    """HS256 keyed with the RSA public key's PEM: the classic algorithm confusion. PyJWT
+    refuses to sign that, so the test lifts the refusal, as an attacker would."""
+
+    class AnyKeyHMAC(HMACAlgorithm):
+        def prepare_key(self, key: str | bytes) -> bytes:
+            return key if isinstance(key, bytes) else key.encode()
+
+    jws = jwt.PyJWS()
+    jws.unregister_algorithm("HS256")
+    jws.register_algorithm("HS256", AnyKeyHMAC(HMACAlgorithm.SHA256))
+    return jws.encode(json.dumps(claims).encode(), key, algorithm="HS256", headers={"kid": kid})
+
+
+def _hostile(fake: FakeProvider, how: str) -> Callable[[dict[str, Any], dict[str, Any]], str]:
+    def mint(claims: dict[str, Any], header: dict[str, Any]) -> str:
+        now = int(time.time())
+        if how == "other_key":
+            return fake.sign(claims, key=rsa_key())
+        if how == "alg_none":
+            return jwt.encode(claims, "", algorithm="none", headers={"kid": fake.kid})
+        if how == "hmac_client_secret":
+            return jwt.encode(claims, fake.client_secret, "HS256", headers={"kid": fake.kid})
+        if how == "hmac_public_pem":
+            return _raw_hmac(claims, public_pem(fake.key), fake.kid)
+        if how == "unknown_kid":
+            return fake.sign(claims, key=rsa_key(), kid="never-published")
+        variants: dict[str, dict[str, Any]] = {
+            "wrong_iss": {"iss": fake.issuer + "/evil"},
+            "wrong_aud": {"aud": "someone-else"},
+            "foreign_azp": {"aud": [fake.client_id, "other"], "azp": "other"},
+            "many_aud_no_azp": {"aud": [fake.client_id, "other"]},
+            "expired": {"iat": now - 400, "exp": now - 120},
+            "iat_future": {"iat": now + 600, "exp": now + 900},
+            "nonce_mismatch": {"nonce": "not-the-nonce"},
+            "no_nonce": {"nonce": None},
+        }
+        changed = variants[how]
+        return fake.sign({k: v for k, v in {**claims, **changed}.items() if v is not None})
+
+    return mint
+
+
+# how the token is wrong -> the reason the security event gives
+HOSTILE = {
+    "other_key": "bad signature",
+    "alg_none": "algorithm not allowed: none",
+    "hmac_client_secret": "algorithm not allowed: HS256",
+    "hmac_public_pem": "algorithm not allowed: HS256",
+    "unknown_kid": "unknown kid",
+    "wrong_iss": "wrong issuer",
+    "wrong_aud": "wrong audience",
+    "foreign_azp": "foreign azp",
+    "many_aud_no_azp": "several audiences and no azp",
+    "expired": "expired",
+    "iat_future": "ImmatureSignatureError",
+    "nonce_mismatch": "nonce mismatch",
+    "no_nonce": "nonce mismatch",
+}
+
+
+@pytest.mark.parametrize("how", HOSTILE)
+async def test_an_id_token_that_fails_verification_signs_nobody_in(
+    start: Start,
+    fake: FakeProvider,
+    http: aiohttp.ClientSession,
+    log_text: Callable[[], str],
+    how: str,
+) -> None:
+    client = await start()
+    minted: list[str] = []
+
+    def mint(claims: dict[str, Any], header: dict[str, Any]) -> str:
+        minted.append(_hostile(fake, how)(claims, header))
+        return minted[-1]
+
+    fake.mint_id_token = mint
+    response = await sign_in(client, http)
+    page = await response.text()
+    assert response.status == 401, (how, page)
+    assert "could not be verified" in page
+    logged = log_text()
+    refused = [e for e in events(logged) if e["event"] == "oidc_token_refused"]
+    assert refused and refused[0]["provider"] == "corp", logged
+    assert refused[0]["why"] == HOSTILE[how]
+    refused_cleanly(response, page, logged, *minted)
+    assert minted[0].split(".")[1] not in logged  # not even the payload part
+
+
+async def test_a_rotated_key_is_accepted_after_one_refetch_and_made_up_kids_are_rate_limited(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
+    client = await start()
+    assert (await sign_in(client, http)).status == 303
+    assert fake.calls["jwks"] == 1
+    fake.rotate_key("k2")  # the provider starts signing with a key the gateway has not seen
+    assert (await sign_in(client, http)).status == 303
+    assert fake.calls["jwks"] == 2
+    fake.mint_id_token = _hostile(fake, "unknown_kid")
+    for _ in range(3):  # a flood of made-up kids: no refetch within a minute of the last
+        assert (await sign_in(client, http)).status == 401
+    assert fake.calls["jwks"] == 2
+
+
+# -- state: missing, expired, replayed, another browser's ---------------------------------
+
+
+async def test_a_callback_without_state_is_400(start: Start, log_text: Callable[[], str]) -> None:
+    client = await start()
+    response = await callback(client, "/login/corp/callback?code=abc", "x" * 43)
+    assert response.status == 400 and not session_of(response)
+    assert "start it again" in await response.text()
+    assert any(e["event"] == "oidc_state_refused" for e in events(log_text()))
+
+
+async def test_a_replayed_state_is_400(start: Start, http: aiohttp.ClientSession) -> None:
+    client = await start()
+    location, browser = await begin(client)
+    path_qs = await authorize(http, location)
+    assert (await callback(client, path_qs, browser)).status == 303
+    again = await callback(client, path_qs, browser)
+    assert again.status == 400 and not session_of(again)
+    assert "already used" in await again.text()
+
+
+async def test_a_state_from_another_browser_is_400_and_used_up(
+    start: Start, http: aiohttp.ClientSession, log_text: Callable[[], str]
+) -> None:
+    client = await start()
+    location, browser = await begin(client)
+    path_qs = await authorize(http, location)
+    for other in ("y" * 43, None):
+        response = await callback(client, path_qs, other)
+        assert response.status == 400 and not session_of(response)
+    # the victim's own browser cannot finish it either now: single use, whoever came first
+    assert (await callback(client, path_qs, browser)).status == 400
+    logged = log_text()
+    assert browser not in logged and URL(path_qs).query["state"] not in logged
+
+
+async def test_an_expired_state_is_400(
+    start: Start, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.oidc.flow.STATE_TTL", 0.2)
+    client = await start()
+    location, browser = await begin(client)
+    path_qs = await authorize(http, location)
+    await asyncio.sleep(0.3)
+    response = await callback(client, path_qs, browser)
+    assert response.status == 400 and "expired" in await response.text()
+
+
+async def test_a_state_started_for_another_provider_is_400(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
+    client = await start(extra_providers=providers_yaml(fake.issuer, provider_id="other"))
+    location, browser = await begin(client, provider="corp")
+    path_qs = await authorize(http, location)
+    foreign = path_qs.replace("/login/corp/", "/login/other/")
+    response = await callback(client, foreign, browser)
+    assert response.status == 400 and "another provider" in await response.text()
+
+
+async def test_two_tabs_signing_in_at_once_both_finish(
+    start: Start, http: aiohttp.ClientSession
+) -> None:
+    client = await start()
+    first, browser = await begin(client)
+    response = await client.get(
+        "/login/corp?next=/y", headers={"Cookie": f"gateway_oidc={browser}"}, allow_redirects=False
+    )
+    second = response.headers["Location"]
+    assert "gateway_oidc" not in set_cookies(response) or (
+        set_cookies(response)["gateway_oidc"]["value"] == browser
+    )
+    for location in (second, first):
+        assert (await callback(client, await authorize(http, location), browser)).status == 303
+
+
+# -- the provider says no, or is not there -------------------------------------------------
+
+
+async def test_access_denied_shows_the_login_page_with_a_message(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
+    client = await start()
+    location, browser = await begin(client)
+    fake.mode = "deny"
+    response = await callback(client, await authorize(http, location), browser)
+    page = await response.text()
+    assert response.status == 401 and not session_of(response)
+    assert "Corp SSO did not sign you in (access denied)." in page and 'name="password"' in page
+
+
+async def test_an_unknown_error_from_the_provider_is_not_echoed(start: Start) -> None:
+    client = await start()
+    location, browser = await begin(client)
+    state = URL(location).query["state"]
+    response = await callback(
+        client, f"/login/corp/callback?state={state}&error=%3Cscript%3Ex", browser
+    )
+    page = await response.text()
+    assert response.status == 401 and "<script>x" not in page and "&lt;script" not in page
+
+
+@pytest.mark.parametrize("mode", ["down", "slow", "garbage", "html"])
+async def test_a_provider_down_slow_or_answering_garbage_is_503_and_no_session(
+    start: Start,
+    fake: FakeProvider,
+    http: aiohttp.ClientSession,
+    log_text: Callable[[], str],
+    mode: str,
+) -> None:
+    client = await start()
+    location, browser = await begin(client)
+    path_qs = await authorize(http, location)
+    fake.mode, fake.slow_seconds = mode, 5.0
+    started = time.monotonic()
+    response = await callback(client, path_qs, browser)
+    assert response.status == 503 and not session_of(response)
+    assert time.monotonic() - started < 3  # timeout: 1s, never a hang
+    assert "Briefly unavailable" in await response.text()
+    assert any(e["event"] == "oidc_unavailable" for e in events(log_text()))
+
+
+async def test_a_provider_down_at_the_start_is_503_quickly(
+    make_gateway: GatewayFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SECRET_VAR, "s" * 40)
+    issuer = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    client = await make_gateway("login:\n  providers:\n" + providers_yaml(issuer))
+    response = await client.get("/login/corp?next=/x", headers=HTML, allow_redirects=False)
+    assert response.status == 503 and not set_cookies(response)
+
+
+@pytest.mark.parametrize(
+    ("more", "user"),
+    [
+        ("allowed_email_domains: [example.org]", {}),
+        ("allowed_email_domains: [example.com]", {"email_verified": False}),
+        ("allowed_roles: [admins]", {}),
+    ],
+    ids=["domain", "unverified-email", "roles"],
+)
+async def test_a_user_the_site_does_not_admit_gets_403(
+    start: Start,
+    fake: FakeProvider,
+    http: aiohttp.ClientSession,
+    log_text: Callable[[], str],
+    more: str,
+    user: dict[str, Any],
+) -> None:
+    client = await start(more)
+    fake.user = {**fake.user, **user}
+    response = await sign_in(client, http)
+    page = await response.text()
+    assert response.status == 403 and not session_of(response)
+    assert "does not admit that account" in page
+    assert any(e["event"] == "oidc_not_admitted" for e in events(log_text()))
+
+
+async def test_admitted_by_domain_and_role(start: Start, http: aiohttp.ClientSession) -> None:
+    client = await start("allowed_email_domains: [EXAMPLE.com]\nallowed_roles: [ops]")
+    assert (await sign_in(client, http)).status == 303
