@@ -133,6 +133,7 @@ class SentinelTopology:
         await self.client.connection_pool.disconnect()
         for sentinel in self._sentinel.sentinels:
             await sentinel.aclose()
+            await sentinel.connection_pool.disconnect()  # a pool we gave it: ours to close
 
 
 class ClusterTopology:
@@ -181,6 +182,7 @@ class ClusterWire:
         self._username = topology.username
         self._nodes: dict[tuple[str, int], PipelinedConnection] = {}
         self._stale = True
+        self._started = False
         self._lock = asyncio.Lock()
 
     async def refresh(self) -> None:
@@ -190,7 +192,11 @@ class ClusterWire:
         async with self._lock:
             if self._stale:
                 try:
-                    await self._cluster.nodes_manager.initialize()
+                    if self._started:
+                        await self._cluster.nodes_manager.initialize()
+                    else:  # the client's own first start, so that its aclose closes all
+                        await self._cluster.initialize()
+                        self._started = True
                 except RedisError as exc:
                     raise WireError(type(exc).__name__) from None
                 self._stale = False

