@@ -14,12 +14,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 from . import __version__, logs
 from .config import Config, load
 from .errors import ConfigError
+from .oidc.links import listed
 from .runtime import Runtime
 from .store import StoreUnavailable, StoreUnconfirmed
 
@@ -254,7 +254,7 @@ def _session_admin(path: str, command: str, user: str) -> int:
         print(
             f"{row['family']}  signed in {_when(row['created'])}  last refresh"
             f" {_when(row['last_refresh'])}  from {row['client'] or '-'}"
-            f"  {row['user_agent'] or '-'}"
+            f"  {row['user_agent'] or '-'}  via {row.get('provider', 'password')}"
         )
     return EXIT_OK
 
@@ -264,7 +264,7 @@ async def _store_admin(config: Config, command: str, user: str) -> dict[str, Any
     try:
         if command == "revoke":
             return {"revoked_sessions": await runtime.snapshot.sessions.revoke_user(user)}
-        return {"sessions": [asdict(s) for s in await runtime.store.sessions(user)]}
+        return {"sessions": await listed(runtime.store, await runtime.store.sessions(user))}
     finally:
         await runtime.close()
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 
 from aiohttp import hdrs, web
 
 from . import metrics
+from .oidc.links import listed
 from .runtime import RUNTIME, Runtime
 from .sessions import security
 from .store import StoreUnavailable, StoreUnconfirmed
@@ -44,9 +44,14 @@ async def readyz(request: web.Request) -> web.Response:
         warning = await runtime.store.ping()
     except StoreUnavailable:
         return web.json_response({"status": "store unavailable"}, status=503)
+    body: dict[str, object] = {"status": "ready"}
     if warning:  # still ready: requests are served, but a failover now would lose writes
-        return web.json_response({"status": "ready", "warning": warning})
-    return web.json_response({"status": "ready"})
+        body["warning"] = warning
+    oidc = runtime.snapshot.oidc
+    if oidc is not None and (down := oidc.unreachable()):
+        # still ready: password sign-in and existing sessions work; only that sign-in waits
+        body["providers_unreachable"] = down
+    return web.json_response(body)
 
 
 async def metrics_text(request: web.Request) -> web.Response:
@@ -121,8 +126,9 @@ async def _known_host(
 
 async def list_sessions(request: web.Request) -> web.Response:
     _loopback_only(request)
-    sessions = await request.app[RUNTIME].store.sessions(_user(request))
-    return web.json_response({"sessions": [asdict(s) for s in sessions]})
+    store = request.app[RUNTIME].store
+    sessions = await store.sessions(_user(request))
+    return web.json_response({"sessions": await listed(store, sessions)})
 
 
 async def revoke(request: web.Request) -> web.Response:

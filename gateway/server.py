@@ -82,6 +82,11 @@ async def serve(config: Config, *, worker: WorkerRole | None = None) -> None:
         # Everything allocated so far (config, routes, keys, imported modules) lives as long
         # as the process: keep it out of every future garbage collection pass.
         gc.freeze()
+        if config.login.providers or worker is None:
+            # a provider down at start is retried in the background; a reload may add one
+            life.spawn(
+                runtime.oidc_home.keep_discovered(lambda: runtime.snapshot.config.login.providers)
+            )
         if worker is None:
             life.spawn(reloader.watch())
         else:

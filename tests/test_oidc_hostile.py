@@ -20,15 +20,19 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
-from aiohttp.test_utils import TestServer
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from jwt.algorithms import HMACAlgorithm
 from yarl import URL
 
 from gateway.logs import JsonFormatter
+from gateway.observability import create_admin_app
 from tests.conftest import (
+    SAME_ORIGIN,
     Client,
     GatewayFactory,
     free_port,
+    runtime_of,
     users_yaml,
 )
 from tests.fake_provider import FakeProvider, public_pem, rsa_key
@@ -471,3 +475,236 @@ async def test_a_user_the_site_does_not_admit_gets_403(
 async def test_admitted_by_domain_and_role(start: Start, http: aiohttp.ClientSession) -> None:
     client = await start("allowed_email_domains: [EXAMPLE.com]\nallowed_roles: [ops]")
     assert (await sign_in(client, http)).status == 303
+
+
+# -- staying in step: refresh at the provider ------------------------------------------------
+
+
+def refresh_only(session: dict[str, str]) -> dict[str, str]:
+    return cookies({"refresh_token": session["refresh_token"]})
+
+
+async def test_each_rotation_refreshes_at_the_provider_once_even_when_requests_race(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
+    client = await start()
+    session = session_of(await sign_in(client, http))
+    answers = await asyncio.gather(
+        *(client.get("/x", headers=refresh_only(session)) for _ in range(6))
+    )
+    assert [a.status for a in answers] == [200] * 6
+    refreshes = [r for r in fake.token_requests if r["grant_type"] == "refresh_token"]
+    assert len(refreshes) == 1  # the provider never sees its refresh token twice
+    rotated = session_of(answers[0])
+    again = await client.get("/x", headers=refresh_only(rotated))
+    assert again.status == 200
+    refreshes = [r for r in fake.token_requests if r["grant_type"] == "refresh_token"]
+    assert len(refreshes) == 2 and refreshes[1]["refresh_token"] != refreshes[0]["refresh_token"]
+
+
+async def test_a_user_disabled_at_the_provider_loses_the_session_at_the_next_rotation(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession, log_text: Callable[[], str]
+) -> None:
+    client = await start()
+    session = session_of(await sign_in(client, http))
+    fake.disabled = True
+    response = await client.get("/api/x", headers=refresh_only(session))
+    assert response.status == 401
+    cleared = set_cookies(response)
+    assert cleared["refresh_token"]["value"] == "" and cleared["refresh_token"]["max-age"] == "0"
+    # the family is dead everywhere: its access token is refused too, before it expires
+    assert (await client.get("/api/x", headers=cookies(session))).status == 401
+    assert any(e["event"] == "oidc_refresh_refused" for e in events(log_text()))
+
+
+async def test_a_provider_down_during_the_refresh_is_503_and_signs_nobody_out(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
+    client = await start()
+    session = session_of(await sign_in(client, http))
+    fake.mode = "down"
+    response = await client.get("/api/x", headers=refresh_only(session))
+    assert response.status == 503 and not set_cookies(response)
+    fake.mode = "ok"
+    await asyncio.sleep(2.1)  # the failed attempt's marker (timeout + 1 s) has lapsed
+    response = await client.get("/api/x", headers=refresh_only(session))
+    assert response.status == 200 and set(session_of(response)) == set(SESSION)
+
+
+async def test_a_password_session_beside_providers_refreshes_without_asking_them(
+    start: Start, fake: FakeProvider
+) -> None:
+    client = await start()
+    signed = await client.post(
+        "/login",
+        data={"username": "alice", "password": "wonderland"},
+        headers={"Origin": SAME_ORIGIN},
+        allow_redirects=False,
+    )
+    response = await client.get("/x", headers=refresh_only(session_of(signed)))
+    assert response.status == 200 and "token" not in fake.calls
+
+
+# -- back-channel logout ---------------------------------------------------------------------
+
+
+async def backchannel(client: Client, token: str, **headers: str) -> aiohttp.ClientResponse:
+    return await client.post(
+        "/login/corp/backchannel-logout", data={"logout_token": token}, headers=headers
+    )
+
+
+async def test_a_back_channel_logout_ends_the_session_by_sid_and_its_jti_is_single_use(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession, log_text: Callable[[], str]
+) -> None:
+    client = await start()
+    session = session_of(await sign_in(client, http))
+    assert (await client.get("/api/x", headers=cookies(session))).status == 200
+    token = fake.logout_token(sub=None)
+    # a server-to-server call: an Origin of another site changes nothing
+    response = await backchannel(client, token, Origin="https://idp.elsewhere.example")
+    assert response.status == 200 and await response.read() == b""
+    assert response.headers["Cache-Control"] == "no-store"
+    assert (await client.get("/api/x", headers=cookies(session))).status == 401
+    assert (await client.get("/api/x", headers=refresh_only(session))).status == 401
+    replay = await backchannel(client, token)
+    assert replay.status == 400
+    assert (await replay.json())["error"] == "invalid_request"
+    logged = log_text()
+    assert token not in logged and token.split(".")[1] not in logged
+    assert any(e.get("why") == "replayed jti" for e in events(logged))
+
+
+async def test_a_back_channel_logout_by_sub_ends_every_session_of_that_user(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
+    client = await start()
+    first = session_of(await sign_in(client, http))
+    fake.sid = "sid-2"
+    second = session_of(await sign_in(client, http))
+    response = await backchannel(client, fake.logout_token(sid=None))
+    assert response.status == 200
+    for session in (first, second):
+        assert (await client.get("/api/x", headers=cookies(session))).status == 401
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["nonce", "no_event", "other_key", "wrong_aud", "no_sub_or_sid", "expired", "alg_none"],
+)
+async def test_a_bad_logout_token_is_400_and_ends_nothing(
+    start: Start,
+    fake: FakeProvider,
+    http: aiohttp.ClientSession,
+    log_text: Callable[[], str],
+    how: str,
+) -> None:
+    client = await start()
+    session = session_of(await sign_in(client, http))
+    now = int(time.time())
+    token = {
+        "nonce": lambda: fake.logout_token(nonce="n"),
+        "no_event": lambda: fake.logout_token(events={"other": {}}),
+        "other_key": lambda: fake.sign(
+            jwt.decode(fake.logout_token(), options={"verify_signature": False}), key=rsa_key()
+        ),
+        "wrong_aud": lambda: fake.logout_token(aud="other"),
+        "no_sub_or_sid": lambda: fake.logout_token(sub=None, sid=None),
+        "expired": lambda: fake.logout_token(iat=now - 400, exp=now - 100),
+        "alg_none": lambda: jwt.encode(
+            jwt.decode(fake.logout_token(), options={"verify_signature": False}),
+            "",
+            algorithm="none",
+        ),
+    }[how]()
+    response = await backchannel(client, token)
+    assert response.status == 400
+    assert (await client.get("/api/x", headers=cookies(session))).status == 200
+    logged = log_text()
+    assert any(e["event"] == "oidc_logout_token_refused" for e in events(logged))
+    assert token not in logged
+
+
+async def test_a_back_channel_request_without_a_token_is_400(start: Start) -> None:
+    client = await start()
+    assert (await client.post("/login/corp/backchannel-logout", data={"x": "1"})).status == 400
+    assert (await client.post("/login/corp/backchannel-logout", json={"a": 1})).status == 400
+    assert (await client.get("/login/corp/backchannel-logout")).status == 405
+
+
+# -- RP-initiated logout, sessions and readiness ----------------------------------------------
+
+
+async def test_logout_of_a_provider_session_ends_it_at_the_provider_too(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
+    client = await start()
+    session = session_of(await sign_in(client, http))
+    response = await client.post(
+        "/logout", headers={**cookies(session), "Origin": SAME_ORIGIN}, allow_redirects=False
+    )
+    assert response.status == 303
+    location = URL(response.headers["Location"])
+    assert str(location).startswith(f"{fake.issuer}/end-session?")
+    assert location.query["post_logout_redirect_uri"] == f"http://{client.host}:{client.port}/login"
+    assert location.query["client_id"] == "gateway"
+    hint = jwt.decode(location.query["id_token_hint"], options={"verify_signature": False})
+    assert hint["sub"] == "idp-user-1"
+    assert set_cookies(response)["access_token"]["value"] == ""
+    assert (await client.get("/api/x", headers=cookies(session))).status == 401
+
+
+async def test_sessions_and_readiness_name_the_provider(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession, aiohttp_client: Any
+) -> None:
+    client = await start()
+    admin: TestClient[web.Request, web.Application] = await aiohttp_client(
+        create_admin_app(runtime_of(client))
+    )
+    await sign_in(client, http)
+    await client.post(
+        "/login",
+        data={"username": "idp-user-1", "password": "x"},
+        headers={"Origin": SAME_ORIGIN},
+    )
+    listed = await (await admin.get("/sessions?user=idp-user-1")).json()
+    assert [s["provider"] for s in listed["sessions"]] == ["corp"]
+    ready = await admin.get("/readyz")
+    assert ready.status == 200 and await ready.json() == {"status": "ready"}
+    fake.mode = "down"
+    home = runtime_of(client).oidc_home
+    with pytest.raises(Exception, match="HTTP 500"):
+        await home.state(runtime_of(client).snapshot.config.login.providers[0]).discover(
+            home.session, again=True
+        )
+    ready = await admin.get("/readyz")
+    assert ready.status == 200
+    assert await ready.json() == {"status": "ready", "providers_unreachable": ["corp"]}
+
+
+async def test_a_provider_down_at_start_is_found_once_it_is_up(fake: FakeProvider) -> None:
+    from gateway.oidc.home import Home
+
+    fake.mode = "down"
+    home = Home()
+    config = _provider_config(fake)
+    task = asyncio.create_task(home.keep_discovered(lambda: (config,)))
+    try:
+        await asyncio.sleep(0.3)
+        assert home.unreachable((config,)) == ["corp"]
+        fake.mode = "ok"
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            if not home.unreachable((config,)):
+                break
+        assert home.unreachable((config,)) == []
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await home.close()
+
+
+def _provider_config(fake: FakeProvider) -> Any:
+    from gateway.config.providers import ProviderConfig
+
+    return ProviderConfig(id="corp", issuer=fake.issuer, client_id="gateway", timeout=1)

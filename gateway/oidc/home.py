@@ -52,8 +52,8 @@ class Home:
         return [c.id for c in configs if not self.state(c).reachable]
 
     async def keep_discovered(self, configs: Callable[[], tuple[ProviderConfig, ...]]) -> None:
-        """Discover each configured provider; retry the failed ones (2 s, doubling to 60 s)."""
-        pause = 2.0
+        """Discover each configured provider; retry the failed ones (1 s, doubling to 60 s)."""
+        pause = 0.5
         since_refresh = 0.0
         while True:
             again = since_refresh >= _REFRESH_EVERY
@@ -67,7 +67,7 @@ class Home:
                 except ProviderUnavailable:
                     failed = True
             since_refresh = 0.0 if again else since_refresh
-            pause = min(pause * 2, 60.0) if failed else 2.0
+            pause = min(pause * 2, 60.0) if failed else 0.5
             wait = pause if failed else 60.0
             await asyncio.sleep(wait)
             since_refresh += wait

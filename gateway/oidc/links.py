@@ -24,8 +24,9 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ..store import Session, Store
 from .http import ProviderRefused, ProviderUnavailable, post_form
 
 if TYPE_CHECKING:
@@ -76,6 +77,16 @@ async def load(relying: Relying, family: str, subject: str) -> Link | None:
     return Link.loads(await relying.store.provider_link(family, subject))
 
 
+async def listed(store: Store, sessions: list[Session]) -> list[dict[str, Any]]:
+    """Sessions as `gateway sessions` shows them: each with the provider it came from
+    ("password" for a users_file or verify_url sign-in)."""
+    rows = []
+    for session in sessions:
+        link = Link.loads(await store.provider_link(session.family, session.subject))
+        rows.append({**asdict(session), "provider": link.provider if link else "password"})
+    return rows
+
+
 async def refresh(relying: Relying, family: str, subject: str, presented: str) -> bool:
     """Before rotating `family` for the token whose digest is `presented`: False when the
     provider refused (the caller ends the session); raises ProviderUnavailable when it did
@@ -88,7 +99,7 @@ async def refresh(relying: Relying, family: str, subject: str, presented: str) -
         return True
     config = relying.providers[link.provider]
     if not await relying.store.mark_once(
-        f"oidc-refresh\0{family}\0{presented}", 2 * config.timeout + 1
+        f"oidc-refresh\0{family}\0{presented}", config.timeout + 1
     ):
         return await _wait_for_other(relying, family, subject, presented, config.timeout + 1)
     state = relying.home.state(config)
