@@ -44,17 +44,21 @@ def _client(port: int, password: str | None = None) -> redis.Redis:
     )
 
 
-def _watching(port: int) -> bool:
+def _watching(port: int, password: str | None) -> bool:
     """This sentinel knows the replica and the two other sentinels: it can fail over."""
-    state = cast(dict[str, Any], _client(port).sentinel_master(SERVICE))
+    state = cast(dict[str, Any], _client(port, password).sentinel_master(SERVICE))
     return int(state["num-other-sentinels"]) == 2 and int(state["num-slaves"]) >= 1
 
 
 class Sentinels:
     """One primary, one replica, three sentinels watching them as `mymaster`."""
 
-    def __init__(self, directory: Path, password: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, password: str | None = None, *, guarded: bool = False
+    ) -> None:
+        """`guarded`: the sentinels ask for the password too (requirepass)."""
         self.password = password
+        self.guarded = guarded
         self.nodes = [RedisServer(directory / n, password) for n in ("a", "b")]
         for node in self.nodes:
             node.directory.mkdir(parents=True, exist_ok=True)
@@ -62,6 +66,10 @@ class Sentinels:
         self.sentinel_ports = [_free_port() for _ in range(3)]
         self.directory = directory
         self.sentinel_procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def sentinel_password(self) -> str | None:
+        return self.password if self.guarded else None
 
     @property
     def url(self) -> str:
@@ -86,6 +94,8 @@ class Sentinels:
             ]
             if self.password:
                 lines.append(f"sentinel auth-pass {SERVICE} {self.password}")
+            if self.password and self.guarded:
+                lines.append(f"requirepass {self.password}")
             conf.write_text("\n".join(lines) + "\n")
             self.sentinel_procs.append(
                 subprocess.Popen(
@@ -96,11 +106,15 @@ class Sentinels:
             )
         for port in self.sentinel_ports:
             # each sentinel must know the replica and the two other sentinels to fail over
-            _until("sentinels see each other and the replica", partial(_watching, port))
+            _until(
+                "sentinels see each other and the replica",
+                partial(_watching, port, self.sentinel_password),
+            )
 
     def primary(self) -> RedisServer:
         """The node the sentinels name as primary (and that says so itself)."""
-        reply = _client(self.sentinel_ports[0]).sentinel_get_master_addr_by_name(SERVICE)
+        sentinel = _client(self.sentinel_ports[0], self.sentinel_password)
+        reply = sentinel.sentinel_get_master_addr_by_name(SERVICE)
         port = int(cast(tuple[str, int], reply)[1])
         return next(n for n in self.nodes if n.port == port)
 

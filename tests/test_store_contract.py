@@ -1,4 +1,5 @@
-"""One contract, two stores: memory:// and a real Redis server behave the same.
+"""One contract, two stores: memory:// and a real Redis server behave the same
+(a single Redis, Sentinel and Cluster alike).
 
 Time in these tests is a `Clock`: the memory store reads the clock it was given,
 so its TTL cases move that clock on without sleeping; Redis expires keys on its
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,10 @@ from yarl import URL
 from gateway.memory_store import MemoryStore
 from gateway.redis_store import RedisStore
 from gateway.store import AccessCheck, Limits, Rotation, Session, Store, StoreUnavailable
+from gateway.redis_topology import as_url
 from gateway.stores import open_store
 from tests.redis_server import RedisServer
+from tests.redis_topologies import Cluster, Sentinels
 
 EXPIRES = 0.5  # a TTL short enough to wait out on Redis, long enough to read before it ends
 
@@ -43,14 +46,50 @@ class Clock:
             await asyncio.sleep(seconds)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="session")
+def sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Sentinel topology per test worker: the contract's users never overlap."""
+    topology = Sentinels(tmp_path_factory.mktemp("sentinel"))
+    try:
+        topology.start()
+        yield topology.url
+    finally:
+        topology.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Cluster per test worker: every script must keep its keys in one slot there."""
+    topology = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        topology.start()
+        yield topology.url
+    finally:
+        topology.stop()
+
+
+HA = pytest.mark.redis_ha
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "redis",
+        pytest.param("sentinel", marks=HA),
+        pytest.param("cluster", marks=HA),
+    ]
+)
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Store, Clock]]:
     if request.param == "memory":
         clock = Clock(fake=True)
         opened: Store = MemoryStore(clock=clock)
-    else:
+    elif request.param == "redis":
         clock = Clock(fake=False)
         opened = open_store(URL(request.getfixturevalue("redis_url")), timeout=1.0)
+    else:
+        clock = Clock(fake=False)
+        url = as_url(request.getfixturevalue(f"{request.param}_url"))
+        opened = open_store(url, timeout=1.0)
     yield opened, clock
     await opened.close()
 

@@ -37,7 +37,7 @@ def read_store(top: Section, default: URL) -> URL:
         try:
             redis_topology.parse(text)
         except ValueError as exc:
-            top.error("store", f"{exc}, got {shown(text)!r}")
+            top.error("store", f"{exc}, got {shown(text.partition('?')[0])!r}")  # no ?secrets
             return default
         return redis_topology.as_url(text)
     url = parse_url(text)

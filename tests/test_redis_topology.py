@@ -1,0 +1,98 @@
+"""The redis+sentinel:// and redis+cluster:// grammar (SPEC §7.6), in check-config and in use."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load
+from gateway.redis_topology import Topology, as_url, from_url, parse
+from gateway.store import AccessCheck, Session
+from gateway.stores import open_store
+from tests.conftest import config_text, write_config
+from tests.helpers import run_cli
+from tests.redis_topologies import Sentinels
+from tests.test_config import problems
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "redis+sentinel://s1:26379,s2:26379,s3:26379/mymaster/0",
+            Topology("sentinel", False, None, (("s1", 26379), ("s2", 26379), ("s3", 26379)),
+                     "mymaster", 0),
+        ),
+        (
+            "rediss+sentinel://gw@s1:26379/mymaster",
+            Topology("sentinel", True, "gw", (("s1", 26379),), "mymaster", 0),
+        ),
+        (
+            "redis+sentinel://[::1]:26379/m/3",
+            Topology("sentinel", False, None, (("::1", 26379),), "m", 3),
+        ),
+        (
+            "REDIS+CLUSTER://n1:6379,n2:6379",
+            Topology("cluster", False, None, (("n1", 6379), ("n2", 6379))),
+        ),
+        ("rediss+cluster://u@n1:7000/", Topology("cluster", True, "u", (("n1", 7000),))),
+    ],
+)  # fmt: skip
+def test_the_grammar_reads(text: str, expected: Topology) -> None:
+    assert parse(text) == expected
+    assert from_url(as_url(text)) == expected  # as the config keeps it
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ("store: redis+sentinel://s1:26379\n", "/service[/db]"),
+        ("store: redis+sentinel://s1/mymaster\n", "host:port"),
+        ("store: redis+sentinel://s1:26379,/mymaster\n", "host:port"),
+        ("store: redis+sentinel://gw:hunter2@s1:26379/m\n", "a password never goes in the YAML"),
+        ("store: redis+cluster://n1:6379/0\n", "a cluster has no databases"),
+        ("store: redis+cluster://n1:70000\n", "a port from 1 to 65535"),
+        ("store: redis+cluster://n1:6379?password=hunter2\n", "expected no ?options"),
+        ("store: redis+kafka://n1:6379\n", "redis+sentinel://[user@]host:port"),
+    ],
+)
+def test_check_config_names_file_and_line(
+    tmp_path: Path, secret: str, snippet: str, expected: str
+) -> None:
+    found = problems(tmp_path, config_text("http://127.0.0.1:3000", snippet))
+    assert any(expected in line and ": store: " in line for line in found), found
+    assert not any("hunter2" in line for line in found)
+
+
+def test_a_valid_url_loads_and_check_config_accepts_it(tmp_path: Path, secret: str) -> None:
+    text = config_text(
+        "http://127.0.0.1:3000", "store: redis+cluster://n1:6379,n2:6379\nworkers: 2\n"
+    )
+    path = write_config(tmp_path, text)
+    assert load(path).store.scheme == "redis+cluster"
+    checked = run_cli("check-config", "--config", str(path), secret=secret)
+    assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.redis_ha
+@pytest.mark.parametrize("guarded", [False, True], ids=["open-sentinels", "guarded-sentinels"])
+async def test_the_password_reaches_data_nodes_and_the_sentinels_that_ask(
+    tmp_path: Path, guarded: bool
+) -> None:
+    topology = Sentinels(tmp_path, password="s3cret-pw", guarded=guarded)
+    topology.start()
+    try:
+        store = open_store(as_url(topology.url), timeout=1.0, password="s3cret-pw")
+        try:
+            now = time.time()
+            await store.create_family(Session("f", "pw-user", now, now, "", ""), "d", 60)
+            assert not await store.access_revoked(AccessCheck("j", "pw-user", "f", now))
+            await store.end_family("f", "pw-user", "j", 60)  # WAIT: the replica has it
+            assert await store.access_revoked(AccessCheck("j", "pw-user", "f", now))
+            assert await store.ping() is None
+        finally:
+            await store.close()
+    finally:
+        topology.stop()
