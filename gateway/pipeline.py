@@ -27,6 +27,7 @@ from .decision import authorize, route_of
 from .errors import BadPath
 from .login import HOST_REWRITTEN
 from .oidc import routes as oidc_routes
+from .oidc.http import ProviderUnavailable
 from .origin import log_refusal
 from .paths import normalize
 from .runtime import Runtime, Snapshot
@@ -67,6 +68,11 @@ def make_handler(
                 # aiohttp's parser reads no further request after one asking to upgrade
                 response.force_close()
             return response
+        except ProviderUnavailable as exc:
+            # a provider session's rotation could not ask its provider: 503, nobody signed out
+            _provider_down(str(exc))
+            outcome.decision = "provider_unavailable"
+            return _own(responses.service_unavailable(request), request_id, outcome)
         except StoreUnconfirmed as exc:
             # a logout no replica has yet: not acknowledged, since a failover could undo it
             _store_down(str(exc))
@@ -313,6 +319,21 @@ async def _session_ended(snapshot: Snapshot, principal: Principal) -> None:
 _log = logging.getLogger("gateway.pipeline")
 _store_log = logging.getLogger("gateway.store")
 _last_store_error = 0.0
+
+
+def _provider_down(why: str) -> None:
+    """At most one line per 5 s, like the store's."""
+    global _last_provider_error
+    now = time.monotonic()
+    if now - _last_provider_error >= 5:
+        _last_provider_error = now
+        _log.error(
+            "OpenID provider unavailable during a refresh: answering 503",
+            extra={"event": "oidc_unavailable", "error": why},
+        )
+
+
+_last_provider_error = 0.0
 
 
 def _store_down(why: str) -> None:

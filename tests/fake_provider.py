@@ -206,6 +206,8 @@ class FakeProvider:
 
     def _client_ok(self, request: web.Request, form: dict[str, str]) -> bool:
         header = request.headers.get("Authorization", "")
+        if not self.client_secret:  # a public client: PKCE alone, no secret may be sent
+            return not header and "client_secret" not in form
         if header.startswith("Basic "):
             expected = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
             return secrets.compare_digest(header[6:], expected)

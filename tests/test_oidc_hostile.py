@@ -35,7 +35,7 @@ from tests.conftest import (
     runtime_of,
     users_yaml,
 )
-from tests.fake_provider import FakeProvider, public_pem, rsa_key
+from tests.fake_provider import FakeProvider, jwk_of, public_pem, rsa_key
 from tests.helpers import set_cookies
 
 HTML = {"Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"}
@@ -64,8 +64,7 @@ def providers_yaml(issuer: str, more: str = "", provider_id: str = "corp") -> st
         "      client_id: gateway",
         f"      client_secret_env: {SECRET_VAR}",
         "      timeout: 1s",
-        "      claims:",
-        "        roles: groups",
+        *([] if "claims:" in more else ["      claims:", "        roles: groups"]),
         *(f"      {line}" for line in more.splitlines() if line.strip()),
     ]
     return "\n".join(lines) + "\n"
@@ -236,6 +235,10 @@ def _hostile(fake: FakeProvider, how: str) -> Callable[[dict[str, Any], dict[str
             return jwt.encode(claims, fake.client_secret, "HS256", headers={"kid": fake.kid})
         if how == "hmac_public_pem":
             return _raw_hmac(claims, public_pem(fake.key), fake.kid)
+        if how == "jwk_in_header":  # the attacker's own key, offered in the header
+            attacker = rsa_key()
+            offered = jwk_of(attacker, fake.kid)
+            return fake.sign(claims, key=attacker, headers={"jwk": offered})
         if how == "unknown_kid":
             return fake.sign(claims, key=rsa_key(), kid="never-published")
         variants: dict[str, dict[str, Any]] = {
@@ -260,6 +263,7 @@ HOSTILE = {
     "alg_none": "algorithm not allowed: none",
     "hmac_client_secret": "algorithm not allowed: HS256",
     "hmac_public_pem": "algorithm not allowed: HS256",
+    "jwk_in_header": "bad signature",
     "unknown_kid": "unknown kid",
     "wrong_iss": "wrong issuer",
     "wrong_aud": "wrong audience",
@@ -452,8 +456,9 @@ async def test_a_provider_down_at_the_start_is_503_quickly(
         ("allowed_email_domains: [example.org]", {}),
         ("allowed_email_domains: [example.com]", {"email_verified": False}),
         ("allowed_roles: [admins]", {}),
+        ("claims: {sub: email, roles: groups}", {"email_verified": False}),
     ],
-    ids=["domain", "unverified-email", "roles"],
+    ids=["domain", "unverified-email", "roles", "unverified-email-as-sub"],
 )
 async def test_a_user_the_site_does_not_admit_gets_403(
     start: Start,
@@ -708,3 +713,38 @@ def _provider_config(fake: FakeProvider) -> Any:
     from gateway.config.providers import ProviderConfig
 
     return ProviderConfig(id="corp", issuer=fake.issuer, client_id="gateway", timeout=1)
+
+
+@pytest.mark.parametrize("confidential", [True, False], ids=["confidential", "public"])
+async def test_hs256_only_with_the_client_secret_of_a_confidential_client_that_asks_for_it(
+    make_gateway: GatewayFactory,
+    fake: FakeProvider,
+    http: aiohttp.ClientSession,
+    log_text: Callable[[], str],
+    confidential: bool,
+) -> None:
+    fake.algorithms = ["RS256", "HS256"]
+    provider = providers_yaml(fake.issuer)
+    if not confidential:
+        provider = provider.replace(f"      client_secret_env: {SECRET_VAR}\n", "")
+        fake.client_secret = ""  # the fake then expects no client authentication
+    client = await make_gateway("login:\n  providers:\n" + provider)
+    fake.mint_id_token = lambda claims, header: jwt.encode(
+        claims, fake.client_secret or "x" * 32, "HS256"
+    )
+    response = await sign_in(client, http)
+    assert response.status == (303 if confidential else 401)
+    if not confidential:
+        refused = [e for e in events(log_text()) if e["event"] == "oidc_token_refused"]
+        assert refused[0]["why"] == "algorithm not allowed: HS256"
+
+
+async def test_a_public_client_signs_in_with_pkce_alone(
+    make_gateway: GatewayFactory, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
+    provider = providers_yaml(fake.issuer).replace(f"      client_secret_env: {SECRET_VAR}\n", "")
+    fake.client_secret = ""  # the fake refuses any client authentication now
+    client = await make_gateway("login:\n  providers:\n" + provider)
+    assert (await sign_in(client, http)).status == 303
+    exchange = fake.token_requests[-1]
+    assert exchange["client_id"] == "gateway" and exchange["code_verifier"]

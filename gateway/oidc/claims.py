@@ -36,6 +36,9 @@ def gateway_claims(provider: ProviderConfig, claims: Mapping[str, Any]) -> dict[
     sub = claims.get(mapping.sub)
     if not isinstance(sub, str) or not sub or len(sub) > _MAX:
         raise ValueError(f"the claim {mapping.sub!r} is not a usable subject")
+    if mapping.sub in ("email", mapping.email) and claims.get("email_verified") is False:
+        # an address the user typed but does not own must never name an account
+        raise ValueError("an unverified email as the subject")
     found: dict[str, Any] = {"sub": sub, PROVIDER: provider.id}
     for name, source in (("email", mapping.email), ("name", mapping.name)):
         value = claims.get(source)

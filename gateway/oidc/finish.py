@@ -18,8 +18,10 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from .. import metrics, responses
 from ..clientaddr import client_address
 from ..config.providers import ProviderConfig
+from ..errors import TokenError
 from ..login import Result
 from ..runtime import Snapshot
 from . import claims as mapping
@@ -50,9 +52,22 @@ async def finish(
     code: str,
 ) -> Result:
     relying = _relying(snapshot)
-    state = relying.state(provider)
     session = relying.home.session
-    metadata = await state.discover(session)
+    metadata = await relying.state(provider).discover(session)
+    address = client_address(request, relying.trusted)
+
+    def deny(status: int, event: str, why: str, error: str = "", exchange: bool = False) -> Result:
+        """One security event (never a token), counted, and the login page saying so."""
+        log.warning(
+            "OpenID sign-in refused",
+            extra={"event": event, "provider": provider.id, "why": why, "client": address},
+        )
+        metrics.LOGINS.labels("failure").inc()
+        page = refused(
+            request, snapshot, provider, pending.next, error, status=status, exchange=exchange
+        )
+        return Result(page, event)
+
     form = {
         "grant_type": "authorization_code",
         "code": code,
@@ -63,65 +78,37 @@ async def finish(
         tokens = await post_form(
             session, metadata.token_endpoint, *relying.client_auth(provider, form, metadata)
         )
-    except ProviderRefused as exc:
-        return Result(
-            refused(request, snapshot, provider, pending.next, exc.error, exchange=True),
-            "oidc_denied",
-        )
+    except ProviderRefused as exc:  # a code used twice, expired, or PKCE that does not match
+        return deny(401, "oidc_code_refused", exc.error, exc.error, exchange=True)
     id_token = tokens.get("id_token")
     if not isinstance(id_token, str) or not id_token:
         raise ProviderUnavailable("the token endpoint sent no id_token")
-    address = client_address(request, relying.trusted)
     try:
         raw = await verified(relying, provider, id_token, pending.nonce)
     except Refused as exc:
-        log.warning(
-            "OpenID ID token refused",
-            extra={
-                "event": "oidc_token_refused",
-                "provider": provider.id,
-                "why": exc.reason,
-                "client": address,
-            },
-        )
-        return Result(
-            refused(request, snapshot, provider, pending.next, "", status=401), "oidc_token_refused"
-        )
+        return deny(401, "oidc_token_refused", exc.reason)
     access = tokens.get("access_token")
     if mapping.missing(provider, raw) and metadata.userinfo_endpoint and isinstance(access, str):
         info = await get_json(session, metadata.userinfo_endpoint, provider.timeout, bearer=access)
-        if info.get("sub") != raw["sub"]:
-            log.warning(
-                "OpenID userinfo refused: another subject",
-                extra={
-                    "event": "oidc_token_refused",
-                    "provider": provider.id,
-                    "why": "userinfo sub",
-                    "client": address,
-                },
-            )
-            return Result(
-                refused(request, snapshot, provider, pending.next, "", status=401),
-                "oidc_token_refused",
-            )
-        raw = {**info, **raw}
+        if info.get("sub") != raw["sub"]:  # OpenID Connect Core 5.3.2
+            return deny(401, "oidc_token_refused", "userinfo for another subject")
+        raw = {**info, **raw}  # the signed ID token wins
     try:
         claims = mapping.gateway_claims(provider, raw)
         mapping.admit(provider, claims, raw)
     except (ValueError, mapping.NotAdmitted) as exc:
-        log.warning(
-            "OpenID sign-in refused: not admitted",
-            extra={
-                "event": "oidc_not_admitted",
-                "provider": provider.id,
-                "why": str(exc)[:100],
-                "client": address,
-            },
+        return deny(403, "oidc_not_admitted", str(exc)[:100])
+    try:
+        issued = await relying.sessions.start(
+            claims, address, request.headers.get(hdrs.USER_AGENT, "")
         )
-        return Result(
-            refused(request, snapshot, provider, pending.next, "", status=403), "oidc_forbidden"
+    except TokenError as exc:  # claims that do not make a valid token
+        log.error(
+            "OpenID sign-in refused: claims do not fit a token",
+            extra={"event": "oidc_claims", "why": str(exc)},
         )
-    issued = await relying.sessions.start(claims, address, request.headers.get(hdrs.USER_AGENT, ""))
+        metrics.LOGINS.labels("unavailable").inc()
+        return Result(responses.service_unavailable(request), "oidc_unavailable")
     subject = issued.principal.subject
     refresh_token = tokens.get("refresh_token")
     sid = raw.get("sid")
@@ -133,6 +120,7 @@ async def finish(
         id_token=id_token,
     )
     await save(relying, str(issued.principal.claims["fam"]), subject, link)
+    metrics.LOGINS.labels("success").inc()
     log.info(
         "login",
         extra={"event": "login", "user": subject, "client": address, "provider": provider.id},

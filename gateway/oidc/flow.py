@@ -27,6 +27,7 @@ import secrets
 from aiohttp import hdrs, web
 from yarl import URL
 
+from .. import metrics
 from ..config.providers import ProviderConfig
 from ..login import Result, safe_next
 from ..runtime import Snapshot
@@ -107,6 +108,11 @@ async def callback(
         return Result(bad_state(request, why), "oidc_bad_state")
     error = request.query.get("error")
     if error is not None:
+        log.warning(
+            "OpenID sign-in refused by the provider",
+            extra={"event": "oidc_denied", "provider": provider.id, "why": error[:64]},
+        )
+        metrics.LOGINS.labels("failure").inc()
         return Result(refused(request, snapshot, provider, pending.next, error), "oidc_denied")
     code = request.query.get("code", "")
     if not code or len(code) > _MAX_PARAM:
@@ -114,6 +120,7 @@ async def callback(
     try:
         return await finish(request, snapshot, provider, pending, code)
     except ProviderUnavailable as exc:
+        metrics.LOGINS.labels("unavailable").inc()
         log.error(
             "OpenID provider unavailable: sign-in refused",
             extra={"event": "oidc_unavailable", "provider": provider.id, "why": str(exc)},
