@@ -748,3 +748,26 @@ async def test_a_public_client_signs_in_with_pkce_alone(
     assert (await sign_in(client, http)).status == 303
     exchange = fake.token_requests[-1]
     assert exchange["client_id"] == "gateway" and exchange["code_verifier"]
+
+
+async def test_a_provider_refusing_the_gateway_itself_is_503_not_a_sign_out(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
+    client = await start()
+    session = session_of(await sign_in(client, http))
+    secret, fake.client_secret = fake.client_secret, "rotated-at-the-provider" * 2
+    response = await client.get("/api/x", headers=refresh_only(session))
+    assert response.status == 503  # invalid_client: the registration is wrong, not the user
+    fake.client_secret = secret
+    await asyncio.sleep(2.1)
+    assert (await client.get("/api/x", headers=refresh_only(session))).status == 200
+
+
+async def test_an_answer_naming_another_issuer_is_400(start: Start) -> None:
+    client = await start()
+    location, browser = await begin(client)
+    state = URL(location).query["state"]
+    response = await callback(
+        client, f"/login/corp/callback?state={state}&code=x&iss=https://evil.example", browser
+    )
+    assert response.status == 400 and "another issuer" in await response.text()

@@ -106,6 +106,13 @@ async def callback(
             extra={"event": "oidc_state_refused", "provider": provider.id, "why": why},
         )
         return Result(bad_state(request, why), "oidc_bad_state")
+    iss = request.query.get("iss")
+    if iss is not None and iss != provider.issuer:  # RFC 9207: a mix-up of providers
+        log.warning(
+            "OpenID sign-in refused: answer from another issuer",
+            extra={"event": "oidc_state_refused", "provider": provider.id, "why": "iss"},
+        )
+        return Result(bad_state(request, "the answer came from another issuer"), "oidc_bad_state")
     error = request.query.get("error")
     if error is not None:
         log.warning(

@@ -9,7 +9,8 @@ back-channel logout finds every family to end.
 Each time the gateway rotates such a session, it first refreshes at the
 provider with the provider's refresh token. `invalid_grant` (the user was
 disabled or signed out there) ends the gateway session; a provider that is
-down makes the request 503 and changes nothing, so the next try can succeed
+down (or refuses the gateway itself: `invalid_client`) makes the request 503
+and changes nothing, so the next try can succeed
 (never a sign-out for an outage). Parallel requests of one page load present
 the same gateway refresh token: one of them (across replicas: whoever sets the
 store's once-marker) refreshes at the provider; the others wait for the link
@@ -112,6 +113,10 @@ async def refresh(relying: Relying, family: str, subject: str, presented: str) -
             *relying.client_auth(config, form, metadata),
         )
     except ProviderRefused as exc:
+        if exc.error != "invalid_grant":
+            # invalid_client and the like: the gateway's registration, not the user, is
+            # wrong; fail closed (503) rather than sign every user of the provider out
+            raise ProviderUnavailable(f"the provider refused the refresh: {exc.error}") from None
         await relying.store.drop_provider_link(family, subject)
         security.warning(
             "provider refused the refresh: session ended",
