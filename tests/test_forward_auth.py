@@ -1,13 +1,13 @@
 """Forward-auth with real outer proxies, run from the configurations in docs/forward-auth.md.
 
 nginx (`auth_request`, written the way ingress-nginx generates it), Caddy (`forward_auth`) and
-HAProxy (the docs' Lua action) each run as a plain process on a loopback port, from the code blocks of docs/forward-auth.md
-(only addresses changed), in front of an app that records what reaches it; a real
-`gateway serve` configured as the page says (`forward_auth`, `trusted_proxies`, no upstream)
-only decides, and serves /login and /logout through the proxy. Through each: every kind of
-route, the browser's way to the login page and back, API 401s, identity headers and a client's
-forged copy, a refresh's two cookies, logout and `gateway revoke`, and path tricks compared with
-the proxy mode's own decisions.
+HAProxy (the docs' Lua action) each run as a plain process on a loopback port, from the code
+blocks of docs/forward-auth.md (only addresses changed), in front of an app that records what
+reaches it; a real `gateway serve` configured as the page says (`forward_auth`,
+`trusted_proxies`, no upstream) only decides, and serves /login and /logout through the proxy.
+Through each: every kind of route, the browser's way to the login page and back, API 401s,
+identity headers and a client's forged copy, a refresh's two cookies, logout and `gateway
+revoke`, and path tricks compared with the proxy mode's own decisions.
 
 Clients connect from 127.0.0.2 and the proxies from 127.0.0.1, the one address in
 `trusted_proxies`; the subrequest rule (SPEC 7.5: only trusted peers are answered) is checked
