@@ -22,8 +22,10 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from yarl import URL
 
-from .redis_ha import ClusterTopology, ClusterWire, SentinelTopology, open_topology
+from .redis_cluster import ClusterTopology, ClusterWire
+from .redis_ha import open_topology
 from .redis_keys import key, prefix, throttle_key
+from .redis_sentinel import SentinelTopology
 from .redis_topology import HA_SCHEMES
 from .redis_wire import PipelinedConnection, WireError
 from .store import AccessCheck, Limits, Rotation, Session, StoreUnavailable
@@ -176,6 +178,8 @@ class RedisStore:
     async def _call(self, operation: Awaitable[T], budget: float = 1) -> T:
         try:
             async with asyncio.timeout(self._timeout * budget):
+                if self._ha is not None:
+                    await self._ha.ready()
                 return await operation
         except (redis.RedisError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(type(exc).__name__) from None

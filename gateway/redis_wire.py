@@ -25,6 +25,10 @@ class WireError(ConnectionError):
     """The connection failed, or Redis answered with an error."""
 
 
+class ReplyError(WireError):
+    """Redis answered with an error (MOVED, LOADING, ...): the connection itself is fine."""
+
+
 Locate = Callable[[], Awaitable[tuple[str, int]]]
 
 
@@ -54,7 +58,7 @@ class _Protocol(asyncio.Protocol):
                 if future.done():  # its caller timed out or was cancelled
                     continue
                 if isinstance(reply, hiredis.ReplyError):
-                    future.set_exception(WireError(str(reply)))
+                    future.set_exception(ReplyError(str(reply)))
                 else:
                     future.set_result(reply)
         except (hiredis.ProtocolError, IndexError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -96,3 +97,25 @@ async def test_the_password_reaches_data_nodes_and_the_sentinels_that_ask(
             await store.close()
     finally:
         topology.stop()
+
+
+@pytest.mark.redis_ha
+async def test_a_sentinel_that_never_answers_costs_nothing(tmp_path: Path) -> None:
+    """The first sentinel accepts connections and says nothing (a black-holed address):
+    the others are asked at the same time, so every call still answers in time."""
+    topology = Sentinels(tmp_path)
+    topology.start()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections complete in the backlog; nothing is ever read
+        port = silent.getsockname()[1]
+        url = topology.url.replace("redis+sentinel://", f"redis+sentinel://127.0.0.1:{port},")
+        store = open_store(as_url(url), timeout=0.5)
+        try:
+            now = time.time()
+            for _ in range(3):
+                assert not await store.access_revoked(AccessCheck("j", "quiet", "f", now))
+                await store.create_family(Session("f", "quiet", now, now, "", ""), "d", 60)
+        finally:
+            await store.close()
+            topology.stop()
