@@ -284,7 +284,7 @@ def _who(identity: Identity, snapshot: Snapshot, view: RequestView) -> pages.Who
     """A signed-in user refused for a role: offered to sign out or in as someone else."""
     if identity.principal is None:
         return None
-    signs_in = snapshot.credentials is not None
+    signs_in = snapshot.login_page is not None  # a password form or a provider
     login = snapshot.config.login
     return pages.Who(
         user=identity.principal.subject,
