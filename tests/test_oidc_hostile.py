@@ -771,3 +771,14 @@ async def test_an_answer_naming_another_issuer_is_400(start: Start) -> None:
         client, f"/login/corp/callback?state={state}&code=x&iss=https://evil.example", browser
     )
     assert response.status == 400 and "another issuer" in await response.text()
+
+
+@pytest.mark.parametrize(("size", "status"), [(300_000, 302), (600_000, 503)])
+async def test_a_large_jwks_is_read_whole_and_an_oversized_one_refused(
+    start: Start, fake: FakeProvider, size: int, status: int
+) -> None:
+    """A body arrives in pieces: read to its end (300 kB), or refused past 512 KiB."""
+    fake.published = [*fake.published, {"kty": "oct", "kid": "pad", "k": "A" * size}]
+    client = await start()
+    response = await client.get("/login/corp?next=/x", headers=HTML, allow_redirects=False)
+    assert response.status == status

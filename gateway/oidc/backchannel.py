@@ -24,7 +24,7 @@ from aiohttp import hdrs, web
 from ..config.providers import ProviderConfig
 from ..login import Result
 from ..runtime import Snapshot
-from .http import ProviderUnavailable
+from .http import ProviderUnavailable, read_at_most
 from .links import end_by_index
 from .verify import MAX_AGE, Refused, UnknownKey, verify
 
@@ -95,7 +95,7 @@ async def _token(request: web.BaseRequest) -> str | None:
     if request.content_length is not None and request.content_length > _MAX_BODY:
         return None
     try:
-        body = await request.content.read(_MAX_BODY + 1)
+        body = await read_at_most(request.content, _MAX_BODY)
     except (OSError, ValueError):
         return None
     if len(body) > _MAX_BODY:

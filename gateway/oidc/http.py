@@ -82,7 +82,7 @@ async def _call(
     try:
         async with asyncio.timeout(timeout):
             async with session.request(method, url, allow_redirects=False, **kwargs) as response:
-                data = await response.content.read(MAX_BODY + 1)
+                data = await read_at_most(response.content, MAX_BODY)
                 status = response.status
     except TimeoutError:
         raise ProviderUnavailable(f"no answer from {_where(url)} within {timeout:g}s") from None
@@ -99,6 +99,18 @@ async def _call(
     if not isinstance(body, dict):
         raise ProviderUnavailable(f"not a JSON object from {_where(url)} (HTTP {status})")
     return status, body
+
+
+async def read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, or its first limit + 1 bytes (too long); `read(n)` alone returns
+    whatever has arrived, which may be part of a body split across packets."""
+    data = b""
+    while len(data) <= limit:
+        chunk = await stream.read(limit + 1 - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _where(url: str) -> str:
