@@ -19,6 +19,7 @@ import yaml
 
 from gateway.config import Config, load
 from gateway.errors import ConfigError
+from gateway.redis_topology import from_url
 from tests.conftest import ROOT
 from tests.helpers import FINAL
 
@@ -26,7 +27,11 @@ K8S = ROOT / "deploy" / "kubernetes"
 VARIANTS = {
     "sidecar": ("sidecar.yaml",),
     "replicas-redis": ("replicas-redis.yaml", "redis.yaml"),
+    # the same gateway with its store: line switched to the one its comment gives
+    "replicas-sentinel": ("replicas-redis.yaml", "redis-sentinel.yaml"),
+    "replicas-cluster": ("replicas-redis.yaml", "redis-cluster.yaml"),
 }
+HA_STORES = {"replicas-sentinel": "redis+sentinel", "replicas-cluster": "redis+cluster"}
 TEST_VALUE = "kubernetes-test-value-" + "z" * 64  # stands in for every Secret value
 PLACEHOLDER = "CHANGE-ME"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -206,10 +211,24 @@ def container_env(docs: list[Doc], container: Doc, secret_value: str) -> dict[st
     return env
 
 
+def _switch_store(docs: list[Doc], variant: str) -> None:
+    """The Sentinel and Cluster variants: the config's store: line replaced by the one its
+    comment gives for them, as docs/deployment.md tells the reader to do."""
+    scheme = HA_STORES.get(variant)
+    if scheme is None:
+        return
+    for doc in docs:
+        text = doc.get("data", {}).get("config.yaml") if doc["kind"] == "ConfigMap" else None
+        if text:
+            (line,) = re.findall(rf"^# (store: {re.escape(scheme)}://\S+)$", text, re.M)
+            doc["data"]["config.yaml"] = re.sub(r"^store: .*$", line, text, count=1, flags=re.M)
+
+
 def deploy(
     variant: str, root: Path, monkeypatch: pytest.MonkeyPatch, secret_value: str = TEST_VALUE
 ) -> Deployed:
     docs = documents(variant)
+    _switch_store(docs, variant)
     deployment = gateway_deployment(docs)
     pod = deployment["spec"]["template"]["spec"]
     (gateway,) = [c for c in pod["containers"] if c["name"] == "gateway"]
@@ -251,7 +270,9 @@ def test_every_manifest_file_is_a_checked_variant_of_valid_documents() -> None:
         kinds_names = [(d["kind"], d["metadata"]["name"]) for d in docs]
         assert len(kinds_names) == len(set(kinds_names)), f"{variant}: a name used twice"
         pods = [
-            d["spec"]["template"]["metadata"]["labels"] for d in docs if d["kind"] == "Deployment"
+            d["spec"]["template"]["metadata"]["labels"]
+            for d in docs
+            if d["kind"] in ("Deployment", "StatefulSet")
         ]
         for doc in docs:
             if doc["kind"] == "Deployment":
@@ -441,3 +462,28 @@ def test_the_redis_store_is_a_service_of_the_manifests(
     server_refs = [e.get("valueFrom", {}).get("secretKeyRef") for e in server.get("env", [])]
     assert ref in server_refs
     assert "--requirepass" in server.get("args", [])
+
+
+@pytest.mark.parametrize("variant", sorted(HA_STORES))
+def test_the_ha_store_names_pods_of_the_manifests(
+    variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each host of the Sentinel or Cluster URL is a pod of the StatefulSet, by its headless
+    Service, and the gateway's password is the Secret key every Redis container reads."""
+    deployed = deploy(variant, tmp_path, monkeypatch)
+    topology = from_url(deployed.config.store)
+    assert deployed.config.store.scheme == HA_STORES[variant] and len(topology.nodes) >= 3
+    ref = deployed.env_source(deployed.raw["store_password_env"])["valueFrom"]["secretKeyRef"]
+    for host, port in topology.nodes:
+        pod_name, service_name = host.split(".")[:2]
+        service = find(deployed.docs, "Service", service_name)
+        assert service["spec"].get("clusterIP") == "None", "per-pod names need a headless Service"
+        assert port in [p["port"] for p in service["spec"]["ports"]]
+        stateful_set = find(deployed.docs, "StatefulSet", pod_name.rsplit("-", 1)[0])
+        assert stateful_set["spec"]["serviceName"] == service_name
+        assert int(pod_name.rsplit("-", 1)[1]) < stateful_set["spec"]["replicas"]
+        template = stateful_set["spec"]["template"]
+        assert selects(service["spec"]["selector"], template["metadata"]["labels"])
+        for container in template["spec"]["containers"]:
+            refs = [e.get("valueFrom", {}).get("secretKeyRef") for e in container.get("env", [])]
+            assert ref in refs, container["name"]
