@@ -25,8 +25,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from jwt.algorithms import HMACAlgorithm
 from yarl import URL
 
+from gateway.config.providers import ProviderConfig
 from gateway.logs import JsonFormatter
 from gateway.observability import create_admin_app
+from gateway.oidc.claims import roles
+from gateway.oidc.home import Home
 from tests.conftest import (
     SAME_ORIGIN,
     Client,
@@ -688,8 +691,6 @@ async def test_sessions_and_readiness_name_the_provider(
 
 
 async def test_a_provider_down_at_start_is_found_once_it_is_up(fake: FakeProvider) -> None:
-    from gateway.oidc.home import Home
-
     fake.mode = "down"
     home = Home()
     config = _provider_config(fake)
@@ -709,9 +710,7 @@ async def test_a_provider_down_at_start_is_found_once_it_is_up(fake: FakeProvide
         await home.close()
 
 
-def _provider_config(fake: FakeProvider) -> Any:
-    from gateway.config.providers import ProviderConfig
-
+def _provider_config(fake: FakeProvider) -> ProviderConfig:
     return ProviderConfig(id="corp", issuer=fake.issuer, client_id="gateway", timeout=1)
 
 
@@ -782,3 +781,10 @@ async def test_a_large_jwks_is_read_whole_and_an_oversized_one_refused(
     client = await start()
     response = await client.get("/login/corp?next=/x", headers=HTML, allow_redirects=False)
     assert response.status == status
+
+
+def test_roles_from_a_list_or_a_string_and_never_a_comma_smuggled_in() -> None:
+    assert roles(["ops", "staff", "ops"]) == ["ops", "staff"]
+    assert roles("admins, auditors  viewers") == ["admins", "auditors", "viewers"]
+    assert roles(["Domain Users", "admin,x", 7, None]) == ["Domain Users"]
+    assert roles({"admin": True}) == [] and roles(None) == []

@@ -3,7 +3,8 @@
 `claims:` in the config maps each gateway claim to a provider claim; the ID
 token is read first, the userinfo endpoint only for what it lacks. `roles`
 may be a list or one string of names split at spaces and commas (Entra ID
-and Keycloak send lists, some providers a "a,b" string). A provider claim
+and Keycloak send lists, some providers a "a,b" string); a list item holding
+a comma is dropped (see `roles`). A provider claim
 that is not a string (or list of strings) is left out, never stringified.
 """
 
@@ -52,7 +53,9 @@ def roles(value: Any) -> list[str]:
     if isinstance(value, str):
         items = _SPLIT.split(value)
     elif isinstance(value, list):
-        items = [v for v in value if isinstance(v, str)]
+        # a name holding a comma would read as two roles to an upstream that splits
+        # X-User-Roles: such a name is dropped, never split into a role it did not name
+        items = [v for v in value if isinstance(v, str) and "," not in v]
     else:
         return []
     return sorted({item.strip() for item in items if item.strip() and len(item) <= _MAX})
