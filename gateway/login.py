@@ -190,6 +190,8 @@ async def _logout(request: web.BaseRequest, snapshot: Snapshot) -> Result:
     location = None
     if snapshot.oidc is not None:  # RP-initiated logout: the provider's session ends too
         location = await end_session_url(snapshot.oidc, request, snapshot.verifier)
+        if not responses.prefers_html(request):
+            location = None  # a program keeps the answer it had: 303 to the login page
     user = await snapshot.sessions.end(request)
     if user is not None:
         metrics.LOGOUTS.inc()

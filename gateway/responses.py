@@ -27,6 +27,11 @@ def wants_html(request: Asking) -> bool:
     return _prefers_html(request.headers.get(hdrs.ACCEPT, ""))
 
 
+def prefers_html(request: Asking) -> bool:
+    """A page is wanted (a form POST from a browser too), not JSON for a program."""
+    return _prefers_html(request.headers.get(hdrs.ACCEPT, ""))
+
+
 def _prefers_html(accept: str) -> bool:
     """True when text/html (or xhtml) is the first media range with the highest q."""
     best_q, best_html = -1.0, False

@@ -649,7 +649,9 @@ async def test_logout_of_a_provider_session_ends_it_at_the_provider_too(
     client = await start()
     session = session_of(await sign_in(client, http))
     response = await client.post(
-        "/logout", headers={**cookies(session), "Origin": SAME_ORIGIN}, allow_redirects=False
+        "/logout",
+        headers={**cookies(session), **HTML, "Origin": SAME_ORIGIN},
+        allow_redirects=False,
     )
     assert response.status == 303
     location = URL(response.headers["Location"])
@@ -788,3 +790,17 @@ def test_roles_from_a_list_or_a_string_and_never_a_comma_smuggled_in() -> None:
     assert roles("admins, auditors  viewers") == ["admins", "auditors", "viewers"]
     assert roles(["Domain Users", "admin,x", 7, None]) == ["Domain Users"]
     assert roles({"admin": True}) == [] and roles(None) == []
+
+
+async def test_a_program_logging_out_of_a_provider_session_keeps_its_answer(
+    start: Start, http: aiohttp.ClientSession
+) -> None:
+    client = await start()
+    session = session_of(await sign_in(client, http))
+    response = await client.post(
+        "/logout",
+        headers={**cookies(session), "Accept": "application/json", "Origin": SAME_ORIGIN},
+        allow_redirects=False,
+    )
+    assert response.status == 303 and response.headers["Location"] == "/login"
+    assert (await client.get("/api/x", headers=cookies(session))).status == 401
