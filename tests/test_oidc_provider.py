@@ -775,3 +775,24 @@ async def test_check_config_online_asks_the_provider(
     assert run_cli("check-config", "--config", str(gone), secret=secret, env=env).returncode == 0
     failed = run_cli("check-config", "--online", "--config", str(gone), secret=secret, env=env)
     assert failed.returncode == 1 and PROVIDER_ID in failed.stderr, failed
+
+
+async def test_the_gateway_log_holds_no_code_state_or_provider_token(
+    start_gateway: Start, provider: OpenIDProvider
+) -> None:
+    """The whole flow with a rotation and an RP-initiated logout: the authorization code,
+    the state, and the ID token the gateway holds (it comes back as id_token_hint) never
+    reach a log line, the access log's included."""
+    gateway = await start_gateway()
+    async with Browser.open() as browser:
+        page = await oidc_sign_in(browser, gateway, "alice")
+        assert page.status == 200, page.trail()
+        callback = parse_qs(urlsplit(hop_to(page, f"{gateway.url}/login/corp/callback").url).query)
+        await asyncio.sleep(ACCESS_TTL + 0.2)
+        assert (await browser.go(gateway.url + "/api/me")).status == 200  # a rotation
+        logout = await browser.go(gateway.url + "/logout", method="POST", follow=False)
+        id_token = parse_qs(urlsplit(logout.hops[-1].location or "").query)["id_token_hint"][0]
+    log = gateway.log.read_text()
+    assert '"path":"/login/corp/callback","status":303' in log  # logged, without its query
+    for secret in (callback["code"][0], callback["state"][0], id_token, id_token.split(".")[2]):
+        assert secret not in log
