@@ -38,7 +38,8 @@ Headers = list[tuple[str, str]]
 _CHECK = "access-check"  # Principal.memo key
 PROVIDER = "idp"  # the claim naming the OpenID provider a session was signed in at
 # (family, subject, digest of the presented refresh token) -> the provider still vouches
-ProviderRefresh = Callable[[str, str, str], Awaitable[bool]]
+# (True), no longer does (False), or vouches for these claims now
+ProviderRefresh = Callable[[str, str, str], Awaitable[bool | Mapping[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,8 @@ class Sessions:
                 )
                 metrics.REFRESHES.labels("provider_refused").inc()
                 return None
+            if not isinstance(refreshed, bool):  # roles edits at the provider apply now
+                claims = _user_claims(refreshed)
         elif self._users is not None:
             current = self._users.current_claims(subject)  # roles edits apply at the next refresh
             if current is None:

@@ -256,7 +256,13 @@ class FakeProvider:
             self.refresh_tokens.clear()
             return web.json_response({"error": "invalid_grant"}, status=400)
         self.refresh_tokens.discard(token)  # rotated: each refresh token is single use
-        return web.json_response(self._tokens(self.sign(self.claims())))
+        claims = self.claims()
+        id_token = (
+            self.mint_id_token(claims, {"kid": self.kid})
+            if self.mint_id_token
+            else self.sign(claims)
+        )
+        return web.json_response(self._tokens(id_token))
 
     async def _userinfo(self, request: web.Request) -> web.Response:
         self._count("userinfo")

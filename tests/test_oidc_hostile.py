@@ -804,3 +804,37 @@ async def test_a_program_logging_out_of_a_provider_session_keeps_its_answer(
     )
     assert response.status == 303 and response.headers["Location"] == "/login"
     assert (await client.get("/api/x", headers=cookies(session))).status == 401
+
+
+async def test_roles_changed_at_the_provider_apply_at_the_next_rotation(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
+    client = await start()
+    session = session_of(await sign_in(client, http))
+    fake.user = {**fake.user, "groups": ["auditors"]}
+    response = await client.get("/x", headers=refresh_only(session))
+    headers = {k.lower(): v for k, v in (await response.json())["headers"]}
+    assert response.status == 200 and headers["x-user-roles"] == "auditors"
+
+
+@pytest.mark.parametrize("how", ["other_key", "another_sub", "no_longer_admitted"])
+async def test_a_refreshed_id_token_that_fails_ends_the_session(
+    start: Start,
+    fake: FakeProvider,
+    http: aiohttp.ClientSession,
+    log_text: Callable[[], str],
+    how: str,
+) -> None:
+    client = await start("allowed_roles: [staff]")
+    session = session_of(await sign_in(client, http))
+    if how == "other_key":
+        fake.mint_id_token = lambda claims, header: fake.sign(claims, key=rsa_key())
+    elif how == "another_sub":
+        fake.user = {**fake.user, "sub": "idp-user-2"}
+    else:
+        fake.user = {**fake.user, "groups": ["ops"]}
+    response = await client.get("/api/x", headers=refresh_only(session))
+    assert response.status == 401
+    assert (await client.get("/api/x", headers=cookies(session))).status == 401
+    logged = log_text()
+    assert any(e["event"] == "oidc_token_refused" for e in events(logged))

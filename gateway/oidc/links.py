@@ -28,7 +28,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..store import Session, Store
+from .claims import NotAdmitted
 from .http import ProviderRefused, ProviderUnavailable, post_form
+from .recheck import claims_after_refresh
+from .verify import Refused
 
 if TYPE_CHECKING:
     from .relying import Relying
@@ -88,11 +91,14 @@ async def listed(store: Store, sessions: list[Session]) -> list[dict[str, Any]]:
     return rows
 
 
-async def refresh(relying: Relying, family: str, subject: str, presented: str) -> bool:
+async def refresh(
+    relying: Relying, family: str, subject: str, presented: str
+) -> bool | dict[str, Any]:
     """Before rotating `family` for the token whose digest is `presented`: False when the
     provider refused (the caller ends the session); raises ProviderUnavailable when it did
     not answer. True when the provider still vouches for the user (or issued no refresh
-    token, so there is nothing to ask: then the session lives as a password one does)."""
+    token, so there is nothing to ask: then the session lives as a password one does);
+    the session's new claims when the provider answered with a new ID token (recheck.py)."""
     link = await load(relying, family, subject)
     if link is None or link.provider not in relying.providers:
         return False
@@ -128,6 +134,16 @@ async def refresh(relying: Relying, family: str, subject: str, presented: str) -
             },
         )
         return False
+    try:
+        claims = await claims_after_refresh(relying, config, tokens, link.sub, subject)
+    except (Refused, NotAdmitted) as exc:
+        await relying.store.drop_provider_link(family, subject)
+        security.warning(
+            "the provider's refreshed ID token is refused: session ended",
+            extra={"event": "oidc_token_refused", "provider": config.id, "user": subject,
+                   "why": getattr(exc, "reason", str(exc))[:100]},
+        )  # fmt: skip
+        return False
     new_refresh = tokens.get("refresh_token")
     new_id = tokens.get("id_token")
     updated = replace(
@@ -139,7 +155,7 @@ async def refresh(relying: Relying, family: str, subject: str, presented: str) -
         refreshed_for=presented,
     )
     await relying.store.put_provider_link(family, subject, updated.dumps(), relying.refresh_ttl)
-    return True
+    return True if claims is None else claims
 
 
 async def _wait_for_other(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import re
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
@@ -63,7 +64,9 @@ class Relying:
     def unreachable(self) -> list[str]:
         return self.home.unreachable(tuple(self.providers.values()))
 
-    async def before_rotate(self, family: str, subject: str, presented: str) -> bool:
+    async def before_rotate(
+        self, family: str, subject: str, presented: str
+    ) -> bool | dict[str, Any]:
         return await refresh(self, family, subject, presented)
 
     def site(self, request: web.BaseRequest) -> str | None:

@@ -56,8 +56,10 @@ def verify(
     leeway: float,
     logout: bool = False,
     nonce: str | None = None,
+    refreshed: bool = False,
 ) -> dict[str, Any]:
-    """The verified claims of an ID token (`nonce` given) or a logout token (`logout`)."""
+    """The verified claims of an ID token (`nonce` given; none for one a refresh answered
+    with, `refreshed`) or a logout token (`logout`)."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
@@ -90,6 +92,8 @@ def verify(
     _check_common(claims, client_id, leeway)
     if logout:
         _check_logout(claims)
+    elif refreshed:
+        pass
     elif nonce is None or not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
         raise Refused("nonce mismatch")
     return claims
