@@ -141,6 +141,9 @@ class Sessions:
         subject = old.subject
         claims: Mapping[str, Any] = _user_claims(old.claims)
         if PROVIDER in old.claims:
+            if await self.revoked(old):  # logged out or revoked: never worth asking the provider
+                metrics.REFRESHES.labels("missing").inc()
+                return None
             refreshed = self.provider_refresh is not None and await self.provider_refresh(
                 family, subject, digest(jti)
             )

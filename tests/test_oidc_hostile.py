@@ -44,6 +44,8 @@ from tests.helpers import set_cookies
 HTML = {"Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"}
 SECRET_VAR = "FAKE_OIDC_CLIENT_SECRET"
 SESSION = ("access_token", "refresh_token")
+# made once: key generation inside the fake's handler could outlast the 1 s provider timeout
+ATTACKER = rsa_key()
 Start = Callable[..., Awaitable[Client]]
 
 
@@ -231,7 +233,7 @@ def _hostile(fake: FakeProvider, how: str) -> Callable[[dict[str, Any], dict[str
     def mint(claims: dict[str, Any], header: dict[str, Any]) -> str:
         now = int(time.time())
         if how == "other_key":
-            return fake.sign(claims, key=rsa_key())
+            return fake.sign(claims, key=ATTACKER)
         if how == "alg_none":
             return jwt.encode(claims, "", algorithm="none", headers={"kid": fake.kid})
         if how == "hmac_client_secret":
@@ -239,11 +241,11 @@ def _hostile(fake: FakeProvider, how: str) -> Callable[[dict[str, Any], dict[str
         if how == "hmac_public_pem":
             return _raw_hmac(claims, public_pem(fake.key), fake.kid)
         if how == "jwk_in_header":  # the attacker's own key, offered in the header
-            attacker = rsa_key()
+            attacker = ATTACKER
             offered = jwk_of(attacker, fake.kid)
             return fake.sign(claims, key=attacker, headers={"jwk": offered})
         if how == "unknown_kid":
-            return fake.sign(claims, key=rsa_key(), kid="never-published")
+            return fake.sign(claims, key=ATTACKER, kid="never-published")
         variants: dict[str, dict[str, Any]] = {
             "wrong_iss": {"iss": fake.issuer + "/evil"},
             "wrong_aud": {"aud": "someone-else"},
@@ -614,7 +616,7 @@ async def test_a_bad_logout_token_is_400_and_ends_nothing(
         "nonce": lambda: fake.logout_token(nonce="n"),
         "no_event": lambda: fake.logout_token(events={"other": {}}),
         "other_key": lambda: fake.sign(
-            jwt.decode(fake.logout_token(), options={"verify_signature": False}), key=rsa_key()
+            jwt.decode(fake.logout_token(), options={"verify_signature": False}), key=ATTACKER
         ),
         "wrong_aud": lambda: fake.logout_token(aud="other"),
         "no_sub_or_sid": lambda: fake.logout_token(sub=None, sid=None),
@@ -828,7 +830,7 @@ async def test_a_refreshed_id_token_that_fails_ends_the_session(
     client = await start("allowed_roles: [staff]")
     session = session_of(await sign_in(client, http))
     if how == "other_key":
-        fake.mint_id_token = lambda claims, header: fake.sign(claims, key=rsa_key())
+        fake.mint_id_token = lambda claims, header: fake.sign(claims, key=ATTACKER)
     elif how == "another_sub":
         fake.user = {**fake.user, "sub": "idp-user-2"}
     else:
@@ -838,3 +840,14 @@ async def test_a_refreshed_id_token_that_fails_ends_the_session(
     assert (await client.get("/api/x", headers=cookies(session))).status == 401
     logged = log_text()
     assert any(e["event"] == "oidc_token_refused" for e in events(logged))
+
+
+async def test_a_revoked_provider_session_never_reaches_the_provider_again(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
+    client = await start()
+    session = session_of(await sign_in(client, http))
+    assert await runtime_of(client).snapshot.sessions.revoke_user("idp-user-1") == 1
+    response = await client.get("/api/x", headers=refresh_only(session))
+    assert response.status == 401
+    assert not [r for r in fake.token_requests if r["grant_type"] == "refresh_token"]
