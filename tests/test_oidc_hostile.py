@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from tests.conftest import (
     users_yaml,
 )
 from tests.fake_provider import FakeProvider, jwk_of, public_pem, rsa_key
-from tests.helpers import set_cookies
+from tests.helpers import run_cli, set_cookies
 
 HTML = {"Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"}
 SECRET_VAR = "FAKE_OIDC_CLIENT_SECRET"
@@ -79,11 +80,13 @@ def providers_yaml(issuer: str, more: str = "", provider_id: str = "corp") -> st
 def start(make_gateway: GatewayFactory, fake: FakeProvider, tmp_path: Path) -> Start:
     """A gateway with the fake as provider `corp` (and the users file unless password=False)."""
 
-    async def run(more: str = "", password: bool = True, extra_providers: str = "") -> Client:
+    async def run(
+        more: str = "", password: bool = True, extra_providers: str = "", store: str = "memory://"
+    ) -> Client:
         (tmp_path / "users.yaml").write_text(users_yaml())
         users = f"  users_file: {tmp_path / 'users.yaml'}\n" if password else ""
         text = (
-            "store: memory://\nstore_timeout: 300ms\nlogin:\n"
+            f"store: {store}\nstore_timeout: 300ms\nlogin:\n"
             + users
             + "  providers:\n"
             + providers_yaml(fake.issuer, more)
@@ -108,6 +111,10 @@ def log_text(caplog: pytest.LogCaptureFixture) -> Callable[[], str]:
     return lambda: "\n".join(
         formatter.format(r) for r in caplog.records if r.name.startswith("gateway")
     )
+
+
+def config_of(client: Client) -> Path:
+    return runtime_of(client).snapshot.config.source
 
 
 def events(text: str) -> list[dict[str, Any]]:
@@ -851,3 +858,22 @@ async def test_a_revoked_provider_session_never_reaches_the_provider_again(
     response = await client.get("/api/x", headers=refresh_only(session))
     assert response.status == 401
     assert not [r for r in fake.token_requests if r["grant_type"] == "refresh_token"]
+
+
+async def test_two_replicas_sharing_redis_finish_each_others_sign_ins_and_logouts(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession, redis_url: str, secret: str
+) -> None:
+    fake.user = {**fake.user, "sub": f"idp-{uuid.uuid4().hex[:8]}"}
+    one, two = await start(store=redis_url), await start(store=redis_url)
+    location, browser = await begin(one)  # started on one replica...
+    response = await callback(two, await authorize(http, location), browser)  # ...ends on two
+    assert response.status == 303
+    session = session_of(response)
+    assert (await one.get("/api/x", headers=cookies(session))).status == 200
+    listing = await asyncio.to_thread(
+        run_cli, "sessions", "--user", fake.user["sub"], "--config", str(config_of(one))
+    )
+    assert listing.returncode == 0 and listing.stdout.strip().endswith("via corp"), listing
+    assert (await backchannel(two, fake.logout_token())).status == 200
+    for replica in (one, two):  # ended on every replica at once
+        assert (await replica.get("/api/x", headers=cookies(session))).status == 401
