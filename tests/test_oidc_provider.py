@@ -796,3 +796,23 @@ async def test_the_gateway_log_holds_no_code_state_or_provider_token(
     assert '"path":"/login/corp/callback","status":303' in log  # logged, without its query
     for secret in (callback["code"][0], callback["state"][0], id_token, id_token.split(".")[2]):
         assert secret not in log
+
+
+async def test_roles_changed_at_the_provider_apply_at_the_next_rotation(
+    start_gateway: Start, provider: OpenIDProvider
+) -> None:
+    """Each refresh brings a new ID token: its claims are mapped and admitted again."""
+    gateway = await start_gateway(fields={"allowed_roles": "[staff]"})
+    async with Browser.open() as browser:
+        page = await oidc_sign_in(browser, gateway, "alice")
+        assert received(page.json())["x-user-roles"] == ["admin,staff"], page.trail()
+
+        await provider.change_claims("alice", groups=["staff", "auditors"])
+        await asyncio.sleep(ACCESS_TTL + 0.2)
+        page = await browser.go(gateway.url + "/api/me")
+        assert page.status == 200 and received(page.json())["x-user-roles"] == ["auditors,staff"]
+
+        await provider.change_claims("alice", groups=["auditors"])  # no longer staff
+        await asyncio.sleep(ACCESS_TTL + 0.2)
+        assert (await browser.go(gateway.url + "/api/me")).status == 401
+        assert await answer(gateway.url + "/api/me", session_of(browser)) == 401

@@ -24,6 +24,8 @@
 //                                  invalid_grant, its grants and sessions are dropped, no
 //                                  back-channel logout is sent (a disabled user, not a logout)
 //   POST /_test/enable?user=L
+//   POST /_test/claims?user=L      change L's claims from now on (JSON body: {groups: [...]},
+//                                  {email: ...}); login and sub stay
 //   POST /_test/logout?user=L      the provider ends every session of L: a back-channel
 //                                  logout token to each client that has a
 //                                  backchannel_logout_uri, then grants and sessions dropped
@@ -399,6 +401,14 @@ async function control(req, res, url) {
     const dropped = dropWhere((key, payload) => payload.accountId === account.sub);
     record({ event: 'test.disable', sub: account.sub, dropped });
     return json(200, { disabled: user, dropped });
+  }
+  if (route === 'POST /_test/claims') {
+    const changes = JSON.parse(await readBody(req));
+    delete changes.login;
+    delete changes.sub;
+    Object.assign(account, changes);
+    record({ event: 'test.claims', sub: account.sub, changed: Object.keys(changes) });
+    return json(200, account);
   }
   if (route === 'POST /_test/enable') {
     disabled.delete(user);

@@ -284,6 +284,12 @@ class OpenIDProvider:
     async def enable(self, login: str) -> None:
         await _ahttp("POST", f"{self.issuer}/_test/enable?user={login}")
 
+    async def change_claims(self, login: str, **claims: Any) -> None:
+        """From now on the provider says these claims of `login` (groups, email, name)."""
+        await _ahttp(
+            "POST", f"{self.issuer}/_test/claims?user={login}", json.dumps(claims).encode()
+        )
+
     async def end_sessions(self, login: str) -> dict[str, Any]:
         """The provider ends `login`'s sessions and sends the back-channel logout tokens."""
         answer: dict[str, Any] = await _ahttp("POST", f"{self.issuer}/_test/logout?user={login}")
