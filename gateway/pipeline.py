@@ -73,9 +73,9 @@ def make_handler(
             _provider_down(str(exc))
             outcome.decision = "provider_unavailable"
             return _own(responses.service_unavailable(request), request_id, outcome)
-        except StoreUnconfirmed as exc:
+        except StoreUnconfirmed:
             # a logout no replica has yet: not acknowledged, since a failover could undo it
-            _store_down(str(exc))
+            _store_log.warning("logout not confirmed by a replica: answering 503")
             outcome.decision = "store_unconfirmed"
             return _own(responses.not_confirmed(request), request_id, outcome)
         except StoreUnavailable as exc:

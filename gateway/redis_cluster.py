@@ -106,24 +106,27 @@ class ClusterWire:
         for i, name in enumerate(keys):
             slots.setdefault(key_slot(name.encode()), []).append(i)
         cache = self._cluster.nodes_manager.slots_cache
-        sent: list[tuple[PipelinedConnection, asyncio.Future[Any]]] = []
+        by_node: dict[tuple[str, int], list[list[int]]] = {}
         for slot, where in slots.items():
             owners = cache.get(slot)
             if not owners:
                 self._stale = True
                 raise WireError("slot not covered")
-            wire = self._node(owners[0].host, int(owners[0].port))
-            sent.append(
-                (wire, asyncio.ensure_future(wire.execute("MGET", *(keys[i] for i in where))))
-            )
+            by_node.setdefault((owners[0].host, int(owners[0].port)), []).append(where)
+        sent: list[tuple[PipelinedConnection, asyncio.Future[Any]]] = []
+        for (host, port), groups in by_node.items():
+            wire = self._node(host, port)
+            commands = [("MGET", *(keys[i] for i in where)) for where in groups]
+            sent.append((wire, asyncio.ensure_future(wire.execute_many(commands))))
         try:
             await asyncio.wait([reply for _, reply in sent])
         finally:  # cancelled (store_timeout): drop only the connections that did not answer
             self._drop_failed(sent)
         values: list[str | None] = [None] * len(keys)
-        for where, (_, reply) in zip(slots.values(), sent, strict=True):
-            for i, value in zip(where, reply.result(), strict=True):
-                values[i] = value
+        for groups, (_, reply) in zip(by_node.values(), sent, strict=True):
+            for where, found in zip(groups, reply.result(), strict=True):
+                for i, value in zip(where, found, strict=True):
+                    values[i] = value
         return values
 
     def _drop_failed(self, sent: list[tuple[PipelinedConnection, asyncio.Future[Any]]]) -> None:

@@ -43,6 +43,16 @@ def key(subject: str, kind: str, ident: str = "") -> str:
     return f"{head}:{ident}" if ident else head
 
 
+def legacy_keys(subject: str, jti: str, family: str) -> list[str]:
+    """The previous release's denied-jti, cut-off and dead-family keys (no hash tag).
+
+    Read beside the new ones on a single Redis and behind Sentinel, where that release
+    could have written them, so that nothing revoked before an upgrade is accepted
+    after it. The denied and dead markers expire within access_ttl + leeway; the
+    cut-offs never do, so they are read for good (a small part of the same MGET)."""
+    return [f"{PREFIX}deny:{jti}", f"{PREFIX}cut:{subject}", f"{PREFIX}dead:{family}"]
+
+
 def throttle_key(kind: str, ident: str) -> str:
     """A login-failure counter: `gw:{!throttle}:fail:<kind>:<ident>`, all in one slot."""
     return f"{PREFIX}{{{THROTTLE}}}:fail:{kind}:{ident}"

@@ -24,7 +24,7 @@ from yarl import URL
 
 from .redis_cluster import ClusterTopology, ClusterWire
 from .redis_ha import open_topology
-from .redis_keys import key, prefix, throttle_key
+from .redis_keys import key, legacy_keys, prefix, throttle_key
 from .redis_sentinel import SentinelTopology
 from .redis_topology import HA_SCHEMES
 from .redis_wire import PipelinedConnection, WireError
@@ -164,6 +164,8 @@ class RedisStore:
             self._hot = self._ha.hot
         else:
             self._redis, self._hot = _single(url, timeout, password)
+        # the previous release's markers, still read where it could have written them
+        self._legacy = not isinstance(self._ha, ClusterTopology)
         self._pending: list[tuple[AccessCheck, asyncio.Future[bool]]] = []
         self._batches: set[asyncio.Future[None]] = set()
         self._create = self._redis.register_script(_CREATE)
@@ -210,14 +212,20 @@ class RedisStore:
                 key(check.subject, "cut"),
                 key(check.subject, "dead", check.family),
             ]
+            if self._legacy:
+                keys += legacy_keys(check.subject, check.jti, check.family)
+        width = 6 if self._legacy else 3
         why = "no answer"
         try:
             values = await self._mget(keys)
             for i, (check, future) in enumerate(batch):
-                denied, cutoff, dead = values[3 * i : 3 * i + 3]
-                revoked = denied is not None or (check.family != "" and dead is not None)
-                if not revoked and cutoff is not None:
-                    revoked = check.issued_at < float(cutoff)
+                row = values[width * i : width * i + width]  # deny, cut, dead (and legacy)
+                denied = any(v is not None for v in row[0::3])
+                dead = check.family != "" and any(v is not None for v in row[2::3])
+                revoked = denied or dead
+                cutoffs = [float(c) for c in row[1::3] if c is not None]
+                if not revoked and cutoffs:
+                    revoked = check.issued_at < max(cutoffs)
                 if not future.done():  # its request may have been cancelled meanwhile
                     future.set_result(revoked)
         except (StoreUnavailable, ValueError, TypeError) as exc:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -72,12 +72,17 @@ class _Protocol(asyncio.Protocol):
                 future.set_exception(WireError("connection lost"))
 
     def send(self, args: tuple[str | bytes, ...]) -> asyncio.Future[Any]:
+        return self.send_many([args])[0]
+
+    def send_many(self, commands: Sequence[tuple[str | bytes, ...]]) -> list[asyncio.Future[Any]]:
+        """Several commands in one write: one system call however many there are."""
         if self.closed or self._transport is None:
             raise WireError("not connected")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append(future)
-        self._transport.write(encode(args))
-        return future
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
+        self._waiting.extend(futures)
+        self._transport.write(b"".join(encode(args) for args in commands))
+        return futures
 
     def abort(self) -> None:
         self.closed = True
@@ -121,6 +126,13 @@ class PipelinedConnection:
     async def mget(self, keys: list[str]) -> list[str | None]:
         values: list[str | None] = await self.execute("MGET", *keys)
         return values
+
+    async def execute_many(self, commands: Sequence[tuple[str | bytes, ...]]) -> list[Any]:
+        """The replies of several commands, sent in one write (a cluster node's MGETs)."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connect()
+        return list(await asyncio.gather(*protocol.send_many(commands)))
 
     async def _connect(self) -> _Protocol:
         async with self._lock:

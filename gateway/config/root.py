@@ -106,8 +106,9 @@ class Config:
     store: URL = field(
         default_factory=lambda: URL("memory://"),
         metadata=key(
-            "Where sessions live: memory:// (one process), redis://host:6379/0 or rediss://;"
-            " no password, no ?options.",
+            "Where sessions live: memory:// (one process), redis://host:6379/0 or rediss://,"
+            " redis+sentinel://host:26379[,host:port...]/service[/db],"
+            " redis+cluster://host:6379[,host:port...]; no password, no ?options.",
             restart=True,
             pattern=STORE_URL,
             schema={"not": {"pattern": URL_CREDENTIALS}},
