@@ -816,3 +816,38 @@ async def test_roles_changed_at_the_provider_apply_at_the_next_rotation(
         await asyncio.sleep(ACCESS_TTL + 0.2)
         assert (await browser.go(gateway.url + "/api/me")).status == 401
         assert await answer(gateway.url + "/api/me", session_of(browser)) == 401
+
+
+async def test_two_providers_side_by_side_each_ends_only_its_own_sessions(
+    spawn_gateway: Callable[..., GatewayProcess],
+    upstream_url: str,
+    tmp_path: Path,
+    provider: OpenIDProvider,
+) -> None:
+    """Two providers and the password form on one login page. alice signs in at both (the
+    same `sub` at each); the second provider's logout token ends only the session that
+    came from it."""
+    with running_provider(tmp_path / "partner") as partner:
+        second = {"id": "partner", "issuer": partner.issuer, **PROVIDER_FIELDS}
+        second["name"] = "Partner SSO"
+        items = enumerate(second.items())
+        text = oidc_config(upstream_url, tmp_path, provider.issuer) + "".join(
+            f"    {'-' if i == 0 else ' '} {k}: {v}\n" for i, (k, v) in items
+        )
+        gateway = spawn_gateway(text, env={SECRET_ENV: CLIENT_SECRET})
+        await provider.register([gateway.url])
+        await partner.register([gateway.url], "partner")
+        async with Browser.open() as first, Browser.open() as other:
+            page = await first.go(gateway.url + "/login")
+            assert all(f"/login/{p}" in page.text for p in ("corp", "partner"))
+            assert "Corp SSO" in page.text and "Partner SSO" in page.text
+            assert 'name="password"' in page.text
+            assert (await oidc_sign_in(first, gateway, "alice")).status == 200
+            start = f"{gateway.url}/login/partner?next=/x"
+            page = await sign_in_at_provider(other, start, "alice")
+            assert page.status == 200 and received(page.json())["x-user-id"] == [ALICE.sub]
+
+            ended = await partner.end_sessions("alice")
+            assert [d["ok"] for d in ended["delivered"]] == [True], ended
+            assert await answer(gateway.url + "/api/me", session_of(other)) == 401
+            assert await answer(gateway.url + "/api/me", session_of(first)) == 200
