@@ -23,7 +23,8 @@ import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from jwt.algorithms import HMACAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from jwt.algorithms import ECAlgorithm, HMACAlgorithm, OKPAlgorithm
 from yarl import URL
 
 from gateway.config.providers import ProviderConfig
@@ -877,3 +878,25 @@ async def test_two_replicas_sharing_redis_finish_each_others_sign_ins_and_logout
     assert (await backchannel(two, fake.logout_token())).status == 200
     for replica in (one, two):  # ended on every replica at once
         assert (await replica.get("/api/x", headers=cookies(session))).status == 401
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "EdDSA", "PS256"])
+async def test_other_asymmetric_algorithms_the_provider_announces_verify(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession, algorithm: str
+) -> None:
+    key: Any
+    if algorithm == "ES256":
+        key = ec.generate_private_key(ec.SECP256R1())
+        jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    elif algorithm == "EdDSA":
+        key = ed25519.Ed25519PrivateKey.generate()
+        jwk = OKPAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    else:
+        key, jwk = fake.key, {k: v for k, v in fake.published[0].items() if k != "alg"}
+    fake.published = [{**jwk, "kid": "other", "use": "sig"}]
+    fake.algorithms = [algorithm]
+    fake.mint_id_token = lambda claims, header: fake.sign(
+        claims, key=key, algorithm=algorithm, kid="other"
+    )
+    client = await start()
+    assert (await sign_in(client, http)).status == 303
