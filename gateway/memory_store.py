@@ -137,6 +137,13 @@ class MemoryStore:
     async def take_login_state(self, key: str) -> str | None:
         return self._take("state:" + key)
 
+    async def bump(self, key: str, window: float) -> int:
+        now = self._clock()
+        count, end = self._failures.get("bump:" + key, (0, 0.0))
+        count, end = (count + 1, end) if end > now else (1, now + window)
+        self._failures["bump:" + key] = (count, end)
+        return count
+
     async def mark_once(self, key: str, ttl: float) -> bool:
         now = self._clock()
         if self._marks.get("once:" + key, 0) > now:

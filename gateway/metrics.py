@@ -163,7 +163,7 @@ def exposition(workers_directory: str | None = None) -> tuple[bytes, str]:
 Operation = Literal[
     "access_revoked", "create_family", "rotate", "end_family", "revoke_user", "sessions",
     "attempt", "take_back", "ping", "login_state", "mark_once", "provider_link",
-    "provider_index",
+    "provider_index", "bump",
 ]  # fmt: skip
 T = TypeVar("T")
 
@@ -246,6 +246,9 @@ class MeasuredStore:
 
     def take_login_state(self, key: str) -> Coroutine[Any, Any, str | None]:
         return self._timed("login_state", self._inner.take_login_state(key))
+
+    def bump(self, key: str, window: float) -> Coroutine[Any, Any, int]:
+        return self._timed("bump", self._inner.bump(key, window))
 
     def mark_once(self, key: str, ttl: float) -> Coroutine[Any, Any, bool]:
         return self._timed("mark_once", self._inner.mark_once(key, ttl))

@@ -123,6 +123,13 @@ if v then redis.call('DEL', KEYS[1]) end
 return v
 """
 
+# KEYS: the counter. ARGV: window ms
+_BUMP = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
 # KEYS: the index. ARGV: family, subject, ttl ms
 _INDEX = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -176,6 +183,7 @@ class RedisStore:
         self._take_back = self._redis.register_script(_TAKE_BACK)
         self._take = self._redis.register_script(_TAKE)
         self._index = self._redis.register_script(_INDEX)
+        self._bump = self._redis.register_script(_BUMP)
 
     async def _call(self, operation: Awaitable[T], budget: float = 1) -> T:
         try:
@@ -357,6 +365,10 @@ class RedisStore:
     async def take_login_state(self, key_: str) -> str | None:
         value = await self._call(self._take(keys=[key(key_, "oidc-state")], args=[]))
         return None if value is None else str(value)
+
+    async def bump(self, key_: str, window: float) -> int:
+        count = await self._call(self._bump(keys=[key(key_, "bump")], args=[_ms(window)]))
+        return int(count)
 
     async def mark_once(self, key_: str, ttl: float) -> bool:
         done = await self._call(self._redis.set(key(key_, "once"), "1", px=_ms(ttl), nx=True))

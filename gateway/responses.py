@@ -139,6 +139,13 @@ def not_confirmed(request: web.BaseRequest) -> web.Response:
     return response
 
 
+def too_many(request: web.BaseRequest, seconds: int, page: str) -> web.Response:
+    """429 with Retry-After; `page` says how long in words."""
+    response = _answer(request, 429, "too_many_requests", "Too many requests.", page=page)
+    response.headers[hdrs.RETRY_AFTER] = str(seconds)
+    return response
+
+
 def expectation_failed(request: web.BaseRequest) -> web.Response:
     return _answer(request, 417, "expectation_failed", "Only Expect: 100-continue is supported.")
 

@@ -128,6 +128,10 @@ class Store(Protocol):
     async def take_login_state(self, key: str) -> str | None:
         """Atomic get-and-delete: a state is used once, whichever replica the callback hits."""
 
+    async def bump(self, key: str, window: float) -> int:
+        """Count one more under `key` in a fixed window (the first bump starts it, `window`
+        long): the count so far. Bounds what unauthenticated requests may write."""
+
     async def mark_once(self, key: str, ttl: float) -> bool:
         """True the first time `key` is marked within `ttl` (a logout token's jti), else False."""
 

@@ -900,3 +900,16 @@ async def test_other_asymmetric_algorithms_the_provider_announces_verify(
     )
     client = await start()
     assert (await sign_in(client, http)).status == 303
+
+
+async def test_sign_ins_started_per_client_are_bounded(
+    start: Start, monkeypatch: pytest.MonkeyPatch, log_text: Callable[[], str]
+) -> None:
+    monkeypatch.setattr("gateway.oidc.flow.START_LIMIT", 3)
+    client = await start()
+    for _ in range(3):
+        await begin(client)
+    response = await client.get("/login/corp?next=/x", headers=HTML, allow_redirects=False)
+    assert response.status == 429 and response.headers["Retry-After"] == "60"
+    assert "Wait a minute" in await response.text() and not set_cookies(response)
+    assert any(e["event"] == "oidc_throttled" for e in events(log_text()))

@@ -406,3 +406,11 @@ async def test_the_provider_index_finds_every_family_filed_under_it(
     await store.index_provider_session(index, "fam-3", user, EXPIRES)
     await clock.advance(EXPIRES + 0.3)
     assert await store.provider_sessions(index) == {}
+
+
+async def test_bump_counts_within_a_window_then_starts_again(store: Store, clock: Clock) -> None:
+    key = uuid.uuid4().hex
+    counts = await asyncio.gather(*(store.bump(key, EXPIRES) for _ in range(4)))
+    assert sorted(counts) == [1, 2, 3, 4]
+    await clock.advance(EXPIRES + 0.3)
+    assert await store.bump(key, 60) == 1

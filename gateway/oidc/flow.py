@@ -27,7 +27,8 @@ import secrets
 from aiohttp import hdrs, web
 from yarl import URL
 
-from .. import metrics
+from .. import metrics, responses
+from ..clientaddr import client_address
 from ..config.providers import ProviderConfig
 from ..login import Result, safe_next
 from ..runtime import Snapshot
@@ -39,6 +40,7 @@ from .relying import Relying
 
 STATE_COOKIE = "gateway_oidc"
 STATE_TTL = 600.0
+START_LIMIT, START_WINDOW = 60, 60.0  # sign-ins started per client address per minute
 _COOKIE_VALUE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 _MAX_PARAM = 2048
 log = logging.getLogger("gateway.security")
@@ -53,6 +55,16 @@ async def start(request: web.BaseRequest, snapshot: Snapshot, provider: Provider
         metadata = await relying.state(provider).discover(relying.home.session)
     except ProviderUnavailable:
         return Result(unavailable(request, provider), "oidc_unavailable")
+    # each start writes a record for 10 minutes: bounded per client, so nobody fills the
+    # store with sign-ins never finished
+    client = client_address(request, relying.trusted)
+    if await relying.store.bump(f"oidc-start\0{client}", START_WINDOW) > START_LIMIT:
+        log.warning(
+            "OpenID sign-ins throttled",
+            extra={"event": "oidc_throttled", "provider": provider.id, "client": client},
+        )
+        page = "Too many sign-ins were started from here. Wait a minute, then try again."
+        return Result(responses.too_many(request, int(START_WINDOW), page), "oidc_throttled")
     browser = request.cookies.get(STATE_COOKIE, "")
     if not (43 <= len(browser) <= 64 and set(browser) <= _COOKIE_VALUE):
         browser = secrets.token_urlsafe(32)
