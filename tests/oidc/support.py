@@ -102,10 +102,11 @@ def install() -> Path:
     digest = hashlib.sha256(b"\0".join(p.read_bytes() for p in manifest)).hexdigest()[:12]
     target = cache_root() / f"oidc-provider-{digest}"
     ready = target / ".ready"
-    if ready.exists():
+    installed = target / "node_modules" / "oidc-provider" / "package.json"
+    if ready.exists() and installed.exists():
         return target / "node_modules"
     with _locked(target.with_name(target.name + ".lock")):
-        if ready.exists():
+        if ready.exists() and installed.exists():
             return target / "node_modules"
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
