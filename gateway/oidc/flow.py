@@ -40,7 +40,7 @@ from .relying import Relying
 
 STATE_COOKIE = "gateway_oidc"
 STATE_TTL = 600.0
-START_LIMIT, START_WINDOW = 60, 60.0  # sign-ins started per client address per minute
+START_LIMIT, START_WINDOW = 600, 60.0  # per client address per minute: a big NAT signs in too
 _COOKIE_VALUE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 _MAX_PARAM = 2048
 log = logging.getLogger("gateway.security")
