@@ -47,9 +47,19 @@ class _Sentinel(Sentinel):
 
     redis-py asks them in turn, each for up to its timeout: behind one sentinel whose
     address drops packets, every lookup would outlast store_timeout and the gateway
-    would answer 503 for as long as that sentinel is gone."""
+    would answer 503 for as long as that sentinel is gone. Connections opened together
+    (a burst of sign-ins on a fresh pool, every connection after a failover) share one
+    lookup in flight instead of asking every sentinel once each."""
+
+    _asking: asyncio.Future[tuple[str, int]] | None = None
 
     async def discover_master(self, service_name: str) -> tuple[str, int]:
+        if self._asking is None or self._asking.done():
+            self._asking = asyncio.ensure_future(self._discover(service_name))
+            self._asking.add_done_callback(_retrieved)
+        return await asyncio.shield(self._asking)
+
+    async def _discover(self, service_name: str) -> tuple[str, int]:
         async def ask(sentinel: redis.Redis) -> tuple[str, int] | None:
             masters = cast(dict[str, dict[str, Any]], await sentinel.sentinel_masters())
             state = masters.get(service_name)
