@@ -30,6 +30,9 @@
 //                                  logout token to each client that has a
 //                                  backchannel_logout_uri, then grants and sessions dropped
 //   POST /_test/delay?ms=N         every later provider request waits N ms first (0: none)
+//   POST /_test/drop-reused?path=P the next request to P (default /token) that arrives on
+//                                  a connection which already served one is dropped unanswered
+//                                  (an idle keep-alive connection closed as it was reused)
 //   GET  /_test/events             what happened: grants, errors, back-channel deliveries
 //   GET  /_test/sessions?user=L    the live sessions of L and their sid per client
 
@@ -46,6 +49,7 @@ const accounts = settings.accounts ?? [];
 const disabled = new Set();
 const events = [];
 let delayMs = 0;
+let dropReused = null; // a path: its next request on a reused connection is dropped
 
 function record(event) {
   const entry = { at: Date.now() / 1000, ...event };
@@ -385,6 +389,10 @@ async function control(req, res, url) {
       return json(400, { error: err.message, description: err.error_description });
     }
   }
+  if (route === 'POST /_test/drop-reused') {
+    dropReused = url.searchParams.get('path') ?? '/token';
+    return json(200, { drop_reused: dropReused });
+  }
   if (route === 'POST /_test/delay') {
     delayMs = Number(url.searchParams.get('ms') ?? 0);
     return json(200, { delay_ms: delayMs });
@@ -432,6 +440,15 @@ const server = http.createServer(async (req, res) => {
       await control(req, res, url);
       return;
     }
+    req.socket.served = (req.socket.served ?? 0) + 1;
+    if (dropReused === url.pathname && req.socket.served > 1) {
+      // what a server closing an idle keep-alive connection looks like to a client that
+      // reused it at that moment: the connection ends, no answer
+      dropReused = null;
+      record({ event: 'test.dropped', path: url.pathname });
+      req.socket.destroy();
+      return;
+    }
     if (delayMs > 0) await new Promise((resolve) => { setTimeout(resolve, delayMs); });
     const match = url.pathname.match(/^\/interaction\/([A-Za-z0-9_-]+)(?:\/(login|abort))?$/);
     if (match) {
@@ -445,6 +462,14 @@ const server = http.createServer(async (req, res) => {
   }
 });
 
+// Node closes an idle keep-alive connection after 5 s by default. A client that reuses
+// its pooled connection at that very moment sees it closed before any answer (the
+// gateway answered such a sign-in 503: see test_oidc_provider.py's
+// test_a_connection_the_provider_closed_as_it_was_reused_is_not_a_503). The tests
+// keep connections open longer than any client keeps them, so that race never decides
+// an unrelated test; /_test/drop-reused reproduces it on purpose.
+server.keepAliveTimeout = Number(settings.keepAliveTimeoutMs ?? 120000);
+server.headersTimeout = server.keepAliveTimeout + 1000;
 server.listen(port, '127.0.0.1', () => record({ event: 'listening', issuer }));
 for (const signal of ['SIGTERM', 'SIGINT']) {
   process.on(signal, () => {

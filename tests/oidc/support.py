@@ -302,6 +302,11 @@ class OpenIDProvider:
         )
         return answer
 
+    async def drop_reused(self, path: str = "/token") -> None:
+        """The next request to `path` on a connection that already served one is dropped
+        unanswered: a keep-alive connection the provider closed as the client reused it."""
+        await _ahttp("POST", f"{self.issuer}/_test/drop-reused?path={path}")
+
     async def delay(self, ms: int) -> None:
         await _ahttp("POST", f"{self.issuer}/_test/delay?ms={ms}")
 
