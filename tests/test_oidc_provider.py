@@ -876,5 +876,7 @@ async def test_a_connection_the_provider_closed_as_it_was_reused_is_not_a_503(
         page = await browser.go(f"{gateway.url}/login/{PROVIDER_ID}?next=/x")
         await provider.drop_reused("/token")
         page = await browser.submit(page, "login", username="alice")
+        # the scenario happened: the code exchange came on a reused connection, dropped
+        assert [e["path"] for e in await provider.events("test.dropped")] == ["/token"]
         assert page.status == 200, page.trail()
         assert received(page.json())["x-user-id"] == [ALICE.sub]
