@@ -84,6 +84,8 @@ class FakeProvider:
     refresh_tokens: set[str] = field(default_factory=set)
     calls: dict[str, int] = field(default_factory=dict)
     token_requests: list[dict[str, str]] = field(default_factory=list)
+    drop_reused: bool = False  # the token endpoint closes a reused connection, unanswered, once
+    _connections: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if not self.published:
@@ -92,7 +94,7 @@ class FakeProvider:
     # -- what a test uses ------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._note_connection])
         app.router.add_get("/.well-known/openid-configuration", self._discovery)
         app.router.add_get("/jwks", self._jwks)
         app.router.add_get("/authorize", self._authorize)
@@ -212,6 +214,23 @@ class FakeProvider:
             expected = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
             return secrets.compare_digest(header[6:], expected)
         return form.get("client_secret") == self.client_secret
+
+    @web.middleware
+    async def _note_connection(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        """What Node's keepAliveTimeout does now and then: the connection a client reuses
+        is closed before any answer."""
+        transport = request.transport
+        reused = id(transport) in self._connections
+        self._connections.add(id(transport))
+        if reused and self.drop_reused and request.path == "/token" and transport is not None:
+            self.drop_reused = False
+            self._count("dropped")
+            transport.abort()
+            raise asyncio.CancelledError  # nothing more to send on a connection now gone
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def _token(self, request: web.Request) -> web.Response:
         self._count("token")

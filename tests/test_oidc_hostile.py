@@ -913,3 +913,15 @@ async def test_sign_ins_started_per_client_are_bounded(
     assert response.status == 429 and response.headers["Retry-After"] == "60"
     assert "Wait a minute" in await response.text() and not set_cookies(response)
     assert any(e["event"] == "oidc_throttled" for e in events(log_text()))
+
+
+async def test_a_pooled_connection_the_provider_closed_is_retried_once_not_a_503(
+    start: Start, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
+    client = await start()
+    location, browser = await begin(client)  # discovery and keys: a pooled connection
+    path_qs = await authorize(http, location)
+    fake.drop_reused = True
+    response = await callback(client, path_qs, browser)
+    assert fake.calls.get("dropped") == 1  # the exchange came on the reused connection
+    assert response.status == 303

@@ -21,6 +21,7 @@ from aiohttp import hdrs
 from ..store import StoreUnavailable
 
 MAX_BODY = 512 * 1024
+KEEPALIVE = 4.0
 _ACCEPT: dict[str, str] = {hdrs.ACCEPT: "application/json"}
 
 
@@ -37,8 +38,10 @@ class ProviderRefused(Exception):
 
 
 def new_session() -> aiohttp.ClientSession:
-    """The gateway's own client for providers: normal defaults, no cookies kept."""
+    """The gateway's own client for providers: normal defaults, no cookies kept, and idle
+    connections dropped after KEEPALIVE seconds, before servers drop them (Node's 5 s)."""
     return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE),
         cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None),
         headers={hdrs.USER_AGENT: "gateway-oidc"},
@@ -81,7 +84,7 @@ async def _call(
 ) -> tuple[int, dict[str, Any]]:
     try:
         async with asyncio.timeout(timeout):
-            async with session.request(method, url, allow_redirects=False, **kwargs) as response:
+            async with await _send(session, method, url, kwargs) as response:
                 data = await read_at_most(response.content, MAX_BODY)
                 status = response.status
     except TimeoutError:
@@ -99,6 +102,21 @@ async def _call(
     if not isinstance(body, dict):
         raise ProviderUnavailable(f"not a JSON object from {_where(url)} (HTTP {status})")
     return status, body
+
+
+async def _send(
+    session: aiohttp.ClientSession, method: str, url: str, kwargs: dict[str, Any]
+) -> aiohttp.ClientResponse:
+    """The request, sent again once if a pooled connection ended before any answer: the
+    provider closed it idle just as it was reused, which is no outage. Never after an
+    answer began (a code must not be exchanged twice), nor for a refused connection."""
+    for attempt in (1, 2):
+        try:
+            return await session.request(method, url, allow_redirects=False, **kwargs)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if attempt == 2 or isinstance(exc, aiohttp.ClientConnectorError):
+                raise
+    raise AssertionError("not reached")
 
 
 async def read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
