@@ -426,6 +426,11 @@ def test_cookie_name_prefixes_need_their_attributes(
     [
         ("store: redix://:hunter2-secret@redis:6379/0", "hunter2-secret"),
         ("upstream: ftp://user:hunter2-secret@app", "hunter2-secret"),
+        # a password holding '@' or '/': nothing of it is repeated
+        ("store: redix://:hunter2@secret@redis:6379/0", "secret"),
+        ("store: redix://:hunter2/secret@redis:6379/0", "hunter2"),
+        ("store: redis+sentinel://default:p@ssw0rdXYZ@s1:26379/mymaster/x", "ssw0rdXYZ"),
+        ("store: redis+cluster://u:a b@secret@n1:6379/0", "secret"),
     ],
 )
 def test_urls_in_errors_never_repeat_a_password(

@@ -33,8 +33,12 @@ class Listen:
 
 
 def shown(text: str | None) -> str:
-    """A URL as an error message may repeat it: user and password never (they end up in logs)."""
-    return re.sub(r"(?<=//)[^/@\s]*@", "***@", text or "")
+    """A URL as an error message may repeat it: user and password never (they end up in logs).
+
+    Everything up to the last `@` goes: a password may itself hold `@`, `/` or a space,
+    and hiding a path's `@` too costs nothing in an error message.
+    """
+    return re.sub(r"(?<=//).*@", "***@", text or "")
 
 
 def parse_url(text: str | None) -> URL | None:
