@@ -1,7 +1,7 @@
 """What a person sees when an OpenID sign-in does not end in a session.
 
-400 (the state is wrong: start again), 503 (the provider is down or too slow:
-try again shortly) use the gateway's error page; a refusal by the provider
+400 (the state is wrong: start again) uses the gateway's error page; 503 (the
+provider is down or too slow: try again shortly) and a refusal by the provider
 (`error=access_denied` or any other error, 401), an ID token that failed
 verification (401) and a user the site does not admit (403) show the login
 page again with one sentence saying so, so the person can pick another way
@@ -11,7 +11,7 @@ codes OAuth defines; anything else it sent is never echoed.
 
 from __future__ import annotations
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .. import responses
 from ..config.providers import ProviderConfig
@@ -32,8 +32,24 @@ def bad_state(request: web.BaseRequest, why: str) -> web.Response:
     return responses.bad_request(request, why)
 
 
-def unavailable(request: web.BaseRequest, provider: ProviderConfig) -> web.Response:
-    return responses.service_unavailable(request)
+def unavailable(
+    request: web.BaseRequest, snapshot: Snapshot, provider: ProviderConfig, next_path: str
+) -> web.Response:
+    """503: for a person, the login page saying which provider is not answering (another
+    way to sign in may be right there); JSON for a program."""
+    if not responses.prefers_html(request):
+        return responses.service_unavailable(request)
+    message = f"{provider.label} is not answering right now. Try again in a moment" + (
+        ", or sign in another way." if _other_ways(snapshot, provider) else "."
+    )
+    response = page(snapshot, next_path, 503, error=message)
+    response.headers[hdrs.RETRY_AFTER] = "1"
+    return response
+
+
+def _other_ways(snapshot: Snapshot, provider: ProviderConfig) -> bool:
+    login = snapshot.config.login
+    return snapshot.credentials is not None or len(login.providers) > 1
 
 
 def refused(

@@ -54,7 +54,8 @@ async def start(request: web.BaseRequest, snapshot: Snapshot, provider: Provider
     try:
         metadata = await relying.state(provider).discover(relying.home.session)
     except ProviderUnavailable:
-        return Result(unavailable(request, provider), "oidc_unavailable")
+        next_path = safe_next(request.query.get("next"))
+        return Result(unavailable(request, snapshot, provider, next_path), "oidc_unavailable")
     # each start writes a record for 10 minutes: bounded per client, so nobody fills the
     # store with sign-ins never finished
     client = client_address(request, relying.trusted)
@@ -144,7 +145,7 @@ async def callback(
             "OpenID provider unavailable: sign-in refused",
             extra={"event": "oidc_unavailable", "provider": provider.id, "why": str(exc)},
         )
-        return Result(unavailable(request, provider), "oidc_unavailable")
+        return Result(unavailable(request, snapshot, provider, pending.next), "oidc_unavailable")
 
 
 async def _take_state(
