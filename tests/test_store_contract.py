@@ -19,8 +19,8 @@ from yarl import URL
 
 from gateway.memory_store import MemoryStore
 from gateway.redis_store import RedisStore
-from gateway.store import AccessCheck, Limits, Rotation, Session, Store, StoreUnavailable
 from gateway.redis_topology import as_url
+from gateway.store import AccessCheck, Limits, Rotation, Session, Store, StoreUnavailable
 from gateway.stores import open_store
 from tests.redis_server import RedisServer
 from tests.redis_topologies import Cluster, Sentinels
