@@ -27,11 +27,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, HMACAlgorithm, OKPAlgorithm
 from yarl import URL
 
+from gateway.config import load
 from gateway.config.providers import ProviderConfig
 from gateway.logs import JsonFormatter
 from gateway.observability import create_admin_app
 from gateway.oidc.claims import roles
 from gateway.oidc.home import Home
+from gateway.runtime import Snapshot
 from tests.conftest import (
     SAME_ORIGIN,
     Client,
@@ -927,3 +929,18 @@ async def test_a_pooled_connection_the_provider_closed_is_retried_once_not_a_503
     response = await callback(client, path_qs, browser)
     assert fake.calls.get("dropped") == 1  # the exchange came on the reused connection
     assert response.status == 303
+
+
+async def test_a_provider_removed_from_the_config_ends_its_sessions_at_rotation(
+    start: Start, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    client = await start()
+    session = session_of(await sign_in(client, http))
+    runtime = runtime_of(client)
+    text = config_of(client).read_text()
+    without = text[: text.index("  providers:")]  # the users file stays
+    (tmp_path / "reloaded.yaml").write_text(without)
+    runtime.snapshot = Snapshot.build(
+        load(tmp_path / "reloaded.yaml"), runtime.store, runtime.oidc_home
+    )
+    assert (await client.get("/api/x", headers=refresh_only(session))).status == 401
