@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from pathlib import Path
 
 import pytest
+import redis.asyncio as redis
 
 from gateway.config import load
+from gateway.redis_keys import key
 from gateway.redis_topology import Topology, as_url, from_url, parse
-from gateway.store import AccessCheck, Session
+from gateway.store import AccessCheck, Session, StoreUnavailable
 from gateway.stores import open_store
 from tests.conftest import config_text, write_config
 from tests.helpers import run_cli
@@ -119,3 +122,38 @@ async def test_a_sentinel_that_never_answers_costs_nothing(tmp_path: Path) -> No
         finally:
             await store.close()
             topology.stop()
+
+
+@pytest.mark.redis_ha
+async def test_a_primary_demoted_alive_is_left_for_the_new_one(tmp_path: Path) -> None:
+    """SENTINEL FAILOVER: the old primary lives on as a replica (it would answer reads with
+    stale data). The store follows to the new primary, and confirmed writes land there."""
+    topology = Sentinels(tmp_path)
+    topology.start()
+    store = open_store(as_url(topology.url), timeout=1.0)
+    try:
+        now = time.time()
+        await store.create_family(Session("f1", "demoted", now, now, "", ""), "d", 60)
+        await store.end_family("f1", "demoted", "j1", 60)
+        old = topology.primary()
+        sentinel = redis.Redis(port=topology.sentinel_ports[0], decode_responses=True)
+        await sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")  # type: ignore[no-untyped-call]
+        await sentinel.aclose()
+        await asyncio.to_thread(topology.wait_promoted, old)
+        deadline = time.monotonic() + 20
+        while True:  # bounded: until the store has followed, 503s (StoreUnavailable) meanwhile
+            try:
+                await store.end_family("f2", "demoted", "j2", 60)
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "the store did not follow the failover"
+                await asyncio.sleep(0.2)
+        assert await store.access_revoked(AccessCheck("j1", "demoted", "f1", now))
+        assert await store.access_revoked(AccessCheck("j2", "demoted", "f2", now))
+        new = redis.Redis(port=topology.primary().port, decode_responses=True)
+        assert await new.exists(key("demoted", "deny", "j2"))
+        await new.aclose()
+        assert topology.primary() is not old
+    finally:
+        await store.close()
+        topology.stop()
