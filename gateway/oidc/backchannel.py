@@ -5,10 +5,13 @@ A server-to-server call: no cookies, no browser, so the cross-site rule for
 browser POSTs does not apply (it is judged by the token alone). The token is
 verified like an ID token (signature through the JWKS, announced asymmetric
 algorithm, iss, aud, iat, exp when present) plus the logout event, no
-`nonce`, a `sub` or `sid`, and a `jti` used once (a once-marker in the store,
-so a replay to any replica is refused). Then every session with that `sid`
-ends, else every session whose provider `sub` is that one, through the
-store's end-family path: every replica refuses their tokens from then on.
+`nonce`, a `sub` or `sid`, and a `jti` used once. Then every session with
+that `sid` ends, else every session whose provider `sub` is that one, through
+the store's end-family path: every replica refuses their tokens from then on.
+Only once they have ended is the `jti` spent (a once-marker in the store, so a
+replay to any replica is answered 400): a store failure while ending is a 503
+that the provider retries with the same token, and that retry must still end
+them. A replay thus repeats, at most, the logout its token announced.
 Answers: 200 with an empty body, or 400 with a JSON error (section 2.8), and
 `Cache-Control: no-store` either way.
 """
@@ -71,15 +74,18 @@ async def handle(request: web.BaseRequest, snapshot: Snapshot, provider: Provide
         response = _error(503, "temporarily_unavailable", "the provider's keys are unavailable")
         return Result(response, "oidc_unavailable")
     assert claims is not None  # noqa: S101 - the loop breaks with claims or raises
-    if not await relying.store.mark_once(
-        f"oidc-jti\0{provider.id}\0{claims['jti']}", 2 * MAX_AGE + 2 * relying.leeway
-    ):
-        return Result(_refused(provider, "replayed jti"), "oidc_logout_refused")
+    # the sessions end first, the jti is spent only after: a store failure in between is a
+    # 503 the provider retries, and the retry must not find its jti spent (400, sessions
+    # left alive). Ending twice ends nothing more the second time.
     sid, sub = claims.get("sid"), claims.get("sub")
     if sid:
         ended = await end_by_index(relying, provider.id, "sid", str(sid))
     else:
         ended = await end_by_index(relying, provider.id, "sub", str(sub))
+    if not await relying.store.mark_once(
+        f"oidc-jti\0{provider.id}\0{claims['jti']}", 2 * MAX_AGE + 2 * relying.leeway
+    ):
+        return Result(_refused(provider, "replayed jti"), "oidc_logout_refused")
     log.warning(
         "back-channel logout: sessions ended",
         extra={"event": "oidc_backchannel_logout", "provider": provider.id, "sessions": ended},
