@@ -209,3 +209,30 @@ async def test_check_config_online_fetches_discovery_and_keys(
     fake.mode = "garbage"
     result = await asyncio.to_thread(run_cli, *online, secret=secret)  # the fake runs on this loop
     assert result.returncode == 1 and "provider corp: unreachable: not JSON" in result.stderr
+
+
+def test_check_config_warns_when_providers_share_a_subject_namespace(
+    tmp_path: Path, secret: str
+) -> None:
+    providers = """\
+        providers:
+          - id: corp
+            issuer: https://corp.example.com
+            client_id: gateway{corp}
+          - id: partner
+            issuer: https://partner.example.com
+            client_id: gateway{partner}
+        """
+    shared = write(tmp_path, providers.format(corp="", partner=""))
+    result = run_cli("check-config", "--config", str(shared), secret=secret)
+    assert result.returncode == 0, result.stderr  # a warning, not an error
+    assert "warning: login.providers corp, partner map to subjects with the same" in result.stderr
+    apart = providers.format(
+        corp="\n            subject_prefix: 'corp:'",
+        partner="\n            subject_prefix: 'partner:'",
+    )
+    result = run_cli("check-config", "--config", str(write(tmp_path, apart)), secret=secret)
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+    assert load(write(tmp_path, apart)).login.providers[0].subject_prefix == "corp:"
+    bad = providers.format(corp="\n            subject_prefix: 'a b'", partner="")
+    assert any("subject_prefix: expected 1 to 64" in p for p in problems(write(tmp_path, bad)))

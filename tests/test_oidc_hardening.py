@@ -8,6 +8,9 @@ test_oidc_hostile.py's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
 import redis
 from aiohttp import ClientSession
 
@@ -42,3 +45,39 @@ async def test_a_back_channel_logout_the_store_failed_to_apply_succeeds_on_the_r
     for headers in (hostile.cookies(session), hostile.refresh_only(session)):
         assert (await client.get("/api/x", headers=headers)).status == 401
     assert (await hostile.backchannel(client, token)).status == 400  # now spent
+
+
+# -- 2. a provider's user never becomes a users_file user, nor another provider's ---------
+
+
+@pytest.mark.parametrize("name", ["alice", "ALICE"])
+async def test_a_provider_user_named_like_a_password_user_is_refused(
+    start: Start,
+    fake: FakeProvider,
+    http: ClientSession,
+    log_text: Callable[[], str],
+    name: str,
+) -> None:
+    client = await start()  # the users file holds alice (an admin) and bob
+    fake.user = {**fake.user, "sub": name}
+    response = await hostile.sign_in(client, http)
+    page = await response.text()
+    assert response.status == 403 and not hostile.session_of(response)
+    assert "does not admit that account" in page
+    refused = [e for e in hostile.events(log_text()) if e["event"] == "oidc_subject_collision"]
+    assert refused and refused[0]["provider"] == "corp"
+
+
+async def test_a_subject_prefix_keeps_a_providers_alice_apart_and_logout_matches_its_sub(
+    start: Start, fake: FakeProvider, http: ClientSession
+) -> None:
+    client = await start("subject_prefix: 'corp:'")
+    fake.user = {**fake.user, "sub": "alice"}
+    response = await hostile.sign_in(client, http)
+    assert response.status == 303
+    session = hostile.session_of(response)
+    echo = await (await client.get("/x", headers=hostile.cookies(session))).json()
+    assert {k.lower(): v for k, v in echo["headers"]}["x-user-id"] == "corp:alice"
+    # the provider names its own sub, before the prefix (SPEC 7.4)
+    assert (await hostile.backchannel(client, fake.logout_token(sid=None))).status == 200
+    assert (await client.get("/api/x", headers=hostile.cookies(session))).status == 401

@@ -24,7 +24,9 @@ from .endpoints import parse_url, shown
 
 PROVIDER_ID = r"^[a-z0-9-]+$"
 ISSUER_URL = r"^([Hh][Tt][Tt][Pp][Ss]://|[Hh][Tt][Tt][Pp]://(127\.|\[::1\]|localhost))[^?#\s]+$"
+SUBJECT_PREFIX = r"^[A-Za-z0-9._:/@+-]{1,64}$"
 _ID = re.compile(PROVIDER_ID)
+_PREFIX = re.compile(SUBJECT_PREFIX)
 _DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 
 
@@ -103,6 +105,14 @@ class ProviderConfig:
     timeout: float = field(
         default=5, metadata=key("The most each call to the provider may take.", minimum=0.001)
     )
+    subject_prefix: str | None = field(
+        default=None,
+        metadata=key(
+            "Put before the mapped sub (corp: makes alice corp:alice), so this provider's users"
+            " are never another provider's, nor users_file users, of the same name.",
+            pattern=SUBJECT_PREFIX,
+        ),
+    )
 
     @property
     def label(self) -> str:
@@ -145,12 +155,41 @@ def _read_provider(sec: Section, base: Path, seen: set[str]) -> ProviderConfig |
             )
         domains.append(clean)
     values["allowed_email_domains"] = tuple(domains)
+    if values["subject_prefix"] is not None and not _PREFIX.match(values["subject_prefix"]):
+        sec.error(
+            "subject_prefix",
+            "expected 1 to 64 letters, digits and . _ : / @ + - (like corp:), got"
+            f" {values['subject_prefix']!r}",
+        )
     claims = _read_claims(sec.section("claims"))
     secret = _read_secret(sec, base)
     sec.finish()
     if len(sec.problems.items) > before:
         return None
     return ProviderConfig(**values, claims=claims, client_secret=secret)
+
+
+def subject_warnings(providers: tuple[ProviderConfig, ...], verify_url: bool) -> list[str]:
+    """Providers whose users can end up as one user: a warning, not an error, since one
+    person at two providers being one user can be what is wanted (sso.md, Subjects)."""
+    found = []
+    by_prefix: dict[str, list[str]] = {}
+    for provider in providers:
+        by_prefix.setdefault(provider.subject_prefix or "", []).append(provider.id)
+    for prefix, ids in by_prefix.items():
+        if len(ids) > 1:
+            found.append(
+                f"login.providers {', '.join(ids)} map to subjects with the same"
+                f" subject_prefix ({prefix!r}): a user named alice at each is one user"
+                " (one X-User-Id, one revocation); give each its own subject_prefix"
+            )
+    if verify_url and "" in by_prefix:
+        found.append(
+            f"login.providers {', '.join(by_prefix[''])} without subject_prefix beside"
+            " verify_url: a provider user may carry the same name as a verify_url user;"
+            " give each provider a subject_prefix"
+        )
+    return found
 
 
 def _issuer(sec: Section, text: str) -> str:

@@ -32,6 +32,7 @@ from .identity import (
 )
 from .login import LoginConfig, read_login
 from .pages import PagesConfig, read_pages
+from .providers import subject_warnings
 from .routes import Routing, read_routes
 from .store import STORE_URL, URL_CREDENTIALS, StorePassword, read_store, read_store_password
 from .tokens import TokensConfig, read_tokens
@@ -228,6 +229,7 @@ def _build(top: Section, base: Path, source: Path, text: str) -> Config | None:
         )
     pages = read_pages(top.section("pages"), base)
     routes, warnings = read_routes(top)
+    warnings += subject_warnings(login.providers, login.verify_url is not None)
     identity = read_identity_headers(top)
     assertion = read_assertion(top, base)
     trusted = read_networks(top, "trusted_proxies")

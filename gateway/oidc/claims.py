@@ -11,7 +11,7 @@ that is not a string (or list of strings) is left out, never stringified.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..config.providers import ProviderConfig
@@ -32,7 +32,8 @@ def missing(provider: ProviderConfig, claims: Mapping[str, Any]) -> bool:
 
 
 def gateway_claims(provider: ProviderConfig, claims: Mapping[str, Any]) -> dict[str, Any]:
-    """The claims the gateway session carries; ValueError when no usable sub."""
+    """The claims the gateway session carries; ValueError when no usable sub. The gateway's
+    `sub` is the provider's mapped claim behind the provider's `subject_prefix`."""
     mapping = provider.claims
     sub = claims.get(mapping.sub)
     if not isinstance(sub, str) or not sub or len(sub) > _MAX:
@@ -40,7 +41,7 @@ def gateway_claims(provider: ProviderConfig, claims: Mapping[str, Any]) -> dict[
     if mapping.sub in ("email", mapping.email) and claims.get("email_verified") is False:
         # an address the user typed but does not own must never name an account
         raise ValueError("an unverified email as the subject")
-    found: dict[str, Any] = {"sub": sub, PROVIDER: provider.id}
+    found: dict[str, Any] = {"sub": (provider.subject_prefix or "") + sub, PROVIDER: provider.id}
     for name, source in (("email", mapping.email), ("name", mapping.name)):
         value = claims.get(source)
         if isinstance(value, str) and value and len(value) <= _MAX:
@@ -59,6 +60,14 @@ def roles(value: Any) -> list[str]:
     else:
         return []
     return sorted({item.strip() for item in items if item.strip() and len(item) <= _MAX})
+
+
+def collides(subject: str, users: Iterable[str]) -> bool:
+    """Whether a provider user's gateway subject names a users_file user (whatever the case:
+    an upstream may compare names without it). Such a sign-in would become that user: the
+    same X-User-Id, the same sessions and revocation."""
+    folded = subject.casefold()
+    return any(name.casefold() == folded for name in users)
 
 
 def admit(provider: ProviderConfig, claims: Mapping[str, Any], raw: Mapping[str, Any]) -> None:

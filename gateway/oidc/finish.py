@@ -5,7 +5,9 @@ code is exchanged server to server (with the PKCE verifier, and the client
 secret where there is one); the ID token is verified (verify.py), after one
 rate-limited JWKS refetch if its `kid` is new; claims the ID token lacks come
 from the userinfo endpoint, whose `sub` must match. Then the claims are
-mapped and admitted (claims.py), and the session starts as after a password
+mapped and admitted (claims.py); a mapped subject that is a users_file user's
+name is refused (403, `oidc_subject_collision`): the provider's user would
+otherwise become that user. Then the session starts as after a password
 sign-in, its provider link saved (links.py). A refusal is a page and a
 security event; ProviderUnavailable propagates to the caller (503).
 """
@@ -21,6 +23,7 @@ from aiohttp import hdrs, web
 from .. import metrics, responses
 from ..clientaddr import client_address
 from ..config.providers import ProviderConfig
+from ..credentials import UsersFile
 from ..errors import TokenError
 from ..login import Result
 from ..runtime import Snapshot
@@ -98,6 +101,10 @@ async def finish(
         mapping.admit(provider, claims, raw)
     except (ValueError, mapping.NotAdmitted) as exc:
         return deny(403, "oidc_not_admitted", str(exc)[:100])
+    users = snapshot.credentials
+    if isinstance(users, UsersFile) and mapping.collides(claims["sub"], users.users):
+        # never become a password user by carrying the name: give the provider a prefix
+        return deny(403, "oidc_subject_collision", "the subject is a users_file user")
     try:
         issued = await relying.sessions.start(
             claims, address, request.headers.get(hdrs.USER_AGENT, "")
