@@ -853,24 +853,13 @@ async def test_two_providers_side_by_side_each_ends_only_its_own_sessions(
             assert await answer(gateway.url + "/api/me", session_of(first)) == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "gateway bug: a pooled keep-alive connection to the provider that the provider closed"
-        " as the gateway reused it makes the code exchange fail (ClientOSError /"
-        " ServerDisconnectedError) and the sign-in a 503, though the provider is up. Seen"
-        " with oidc-provider's default 5 s keepAliveTimeout (Node's) against the gateway"
-        " client's 15 s (aiohttp's default). Fix: keep the provider client's idle"
-        " connections shorter than servers do (keepalive_timeout of a few seconds) and"
-        " retry a request once when a reused connection ends before any answer."
-    ),
-)
 async def test_a_connection_the_provider_closed_as_it_was_reused_is_not_a_503(
     start_gateway: Start, provider: OpenIDProvider
 ) -> None:
     """The provider is up; it only closed an idle keep-alive connection at the moment the
     gateway reused it for the code exchange (what Node's 5 s keepAliveTimeout does now and
-    then). That is no outage: the sign-in must not fail for it."""
+    then; found by these tests: such a sign-in was a 503). That is no outage: the gateway
+    sends the request once more, and the sign-in succeeds."""
     gateway = await start_gateway()  # it fetched discovery and keys: a pooled connection
     async with Browser.open() as browser:
         page = await browser.go(f"{gateway.url}/login/{PROVIDER_ID}?next=/x")

@@ -464,7 +464,7 @@ const server = http.createServer(async (req, res) => {
 
 // Node closes an idle keep-alive connection after 5 s by default. A client that reuses
 // its pooled connection at that very moment sees it closed before any answer (the
-// gateway answered such a sign-in 503: see test_oidc_provider.py's
+// gateway once answered such a sign-in 503: test_oidc_provider.py's
 // test_a_connection_the_provider_closed_as_it_was_reused_is_not_a_503). The tests
 // keep connections open longer than any client keeps them, so that race never decides
 // an unrelated test; /_test/drop-reused reproduces it on purpose.
