@@ -860,12 +860,16 @@ async def test_a_connection_the_provider_closed_as_it_was_reused_is_not_a_503(
     gateway reused it for the code exchange (what Node's 5 s keepAliveTimeout does now and
     then; found by these tests: such a sign-in was a 503). That is no outage: the gateway
     sends the request once more, and the sign-in succeeds."""
-    gateway = await start_gateway()  # it fetched discovery and keys: a pooled connection
-    async with Browser.open() as browser:
-        page = await browser.go(f"{gateway.url}/login/{PROVIDER_ID}?next=/x")
-        await provider.drop_reused("/token")
-        page = await browser.submit(page, "login", username="alice")
-        # the scenario happened: the code exchange came on a reused connection, dropped
-        assert [e["path"] for e in await provider.events("test.dropped")] == ["/token"]
-        assert page.status == 200, page.trail()
-        assert received(page.json())["x-user-id"] == [ALICE.sub]
+    gateway = await start_gateway()
+    await provider.drop_reused("/token")
+    # sign-ins one after the other: the gateway keeps its connection to the provider for a
+    # few seconds, so a code exchange soon comes on a reused one, and that one is dropped
+    for _ in range(5):
+        async with Browser.open() as browser:
+            page = await oidc_sign_in(browser, gateway, "alice")
+            assert page.status == 200, page.trail()
+            assert received(page.json())["x-user-id"] == [ALICE.sub]
+        if await provider.events("test.dropped"):
+            break
+    # the scenario happened: a code exchange came on a reused connection and was dropped
+    assert [e["path"] for e in await provider.events("test.dropped")] == ["/token"]
