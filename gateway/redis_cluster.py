@@ -13,7 +13,7 @@ from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import RedisError
+from redis.exceptions import MovedError, RedisError
 from yarl import URL
 
 from .redis_ha import NO_REPLICA, client_options, eval_and_wait
@@ -39,18 +39,26 @@ class ClusterTopology:
         await self.hot.refresh()
 
     async def confirmed(self, script: str, keys: list[str], args: list[str | int]) -> Any:
-        await self.hot.refresh()
-        node = self.client.get_node_from_key(keys[0])
-        if node is None:
-            raise StoreUnavailable("no node for the slot")
-        connection = node.acquire_connection()
-        try:
-            return await eval_and_wait(connection, script, keys, args, self._ms)
-        except RedisError:
-            self.hot.reset()  # a moved slot or a failed node: read the slot map again
-            raise
-        finally:
-            node.release(connection)
+        """On the primary of the keys' slot; a MOVED answer (the script did not run) is
+        followed once, with the slot map read again."""
+        for attempt in (1, 2):
+            await self.hot.refresh()
+            node = self.client.get_node_from_key(keys[0])
+            if node is None:
+                raise StoreUnavailable("no node for the slot")
+            connection = node.acquire_connection()
+            try:
+                return await eval_and_wait(connection, script, keys, args, self._ms)
+            except MovedError:
+                self.hot.reset()
+                if attempt == 2:
+                    raise
+            except RedisError:
+                self.hot.reset()  # a failed node: read the slot map again next time
+                raise
+            finally:
+                node.release(connection)
+        raise StoreUnavailable("no answer")  # not reached: the loop returns or raises
 
     async def note(self) -> str | None:
         await self.hot.refresh()

@@ -265,6 +265,38 @@ class Cluster:
 
         _until("a cluster failover", taken_over, seconds)
 
+    def move_slot(self, key: str) -> RedisServer:
+        """Move `key`'s slot, keys and all, to another primary (as resharding does);
+        return the new owner. Clients that knew the old owner now get MOVED."""
+        slot = key_slot(key.encode())
+        source = self.owner(key)
+        primaries = [
+            n
+            for n in self.nodes
+            if n.proc is not None and _client(n.port).info("replication")["role"] == "master"
+        ]
+        target = next(n for n in primaries if n is not source)
+        ids = {n.port: _client(n.port).execute_command("CLUSTER MYID") for n in primaries}  # type: ignore[no-untyped-call]
+        _client(target.port).execute_command(  # type: ignore[no-untyped-call]
+            "CLUSTER SETSLOT", slot, "IMPORTING", ids[source.port]
+        )
+        _client(source.port).execute_command(  # type: ignore[no-untyped-call]
+            "CLUSTER SETSLOT", slot, "MIGRATING", ids[target.port]
+        )
+        for _ in range(1000):  # bounded: 100 keys a step
+            found = _client(source.port).execute_command("CLUSTER GETKEYSINSLOT", slot, 100)  # type: ignore[no-untyped-call]
+            if not found:
+                break
+            _client(source.port).execute_command(  # type: ignore[no-untyped-call]
+                "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *found
+            )
+        for node in primaries:
+            _client(node.port).execute_command(  # type: ignore[no-untyped-call]
+                "CLUSTER SETSLOT", slot, "NODE", ids[target.port]
+            )
+        _until("the slot moved", lambda: self.owner(key) is target)
+        return target
+
     def rejoin(self, node: RedisServer) -> None:
         """Start a killed node again: it rejoins from its nodes.conf as a replica."""
         node.start()

@@ -17,7 +17,7 @@ from gateway.store import AccessCheck, Session, StoreUnavailable
 from gateway.stores import open_store
 from tests.conftest import config_text, write_config
 from tests.helpers import run_cli
-from tests.redis_topologies import Sentinels
+from tests.redis_topologies import Cluster, Sentinels
 from tests.test_config import problems
 
 
@@ -154,6 +154,33 @@ async def test_a_primary_demoted_alive_is_left_for_the_new_one(tmp_path: Path) -
         assert await new.exists(key("demoted", "deny", "j2"))
         await new.aclose()
         assert topology.primary() is not old
+    finally:
+        await store.close()
+        topology.stop()
+
+
+@pytest.mark.redis_ha
+async def test_a_moved_slot_is_followed(tmp_path: Path) -> None:
+    """A user's slot resharded to another primary: the per-request check, the scripts and
+    a confirmed logout all follow the MOVED answer, without a 503."""
+    topology = Cluster(tmp_path)
+    topology.start()
+    store = open_store(as_url(topology.url), timeout=1.0)
+    try:
+        now = time.time()
+        await store.create_family(Session("f1", "mover", now, now, "", ""), "d", 60)
+        await store.end_family("f1", "mover", "j1", 60)
+        assert await store.access_revoked(AccessCheck("j1", "mover", "f1", now))
+        old = topology.owner(key("mover", "cut"))
+        new = await asyncio.to_thread(topology.move_slot, key("mover", "cut"))
+        assert new is not old
+        assert await store.access_revoked(AccessCheck("j1", "mover", "f1", now))
+        assert not await store.access_revoked(AccessCheck("j2", "mover", "f2", now))
+        await store.create_family(Session("f2", "mover", now, now, "", ""), "d", 60)
+        await asyncio.to_thread(topology.move_slot, key("mover", "cut"))
+        await store.end_family("f2", "mover", "j2", 60)  # the first call after the move
+        assert await store.access_revoked(AccessCheck("j2", "mover", "f2", now))
+        assert [s.family for s in await store.sessions("mover")] == []
     finally:
         await store.close()
         topology.stop()
