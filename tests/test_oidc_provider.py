@@ -873,3 +873,26 @@ async def test_a_connection_the_provider_closed_as_it_was_reused_is_not_a_503(
             break
     # the scenario happened: a code exchange came on a reused connection and was dropped
     assert [e["path"] for e in await provider.events("test.dropped")] == ["/token"]
+
+
+async def test_a_provider_user_named_like_a_password_user_is_kept_apart(
+    start_gateway: Start, provider: OpenIDProvider
+) -> None:
+    """mallory's `sub` at the provider is `alice`, the name of a users_file user: without a
+    subject_prefix she is refused; with one she is `corp:alice`, and a logout token for
+    the provider's `alice` ends her session, never the password user's."""
+    plain = await start_gateway()
+    async with Browser.open() as browser:
+        page = await oidc_sign_in(browser, plain, "mallory")
+        assert page.status == 403 and session_of(browser) == {}, page.trail()
+
+    prefixed = await start_gateway(fields={"subject_prefix": '"corp:"'}, register=False)
+    await provider.register([prefixed.url], session_required=False)  # logout by sub alone
+    async with Browser.open() as browser:
+        page = await oidc_sign_in(browser, prefixed, "mallory")
+        assert page.status == 200 and received(page.json())["x-user-id"] == ["corp:alice"]
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+            password_alice = await sign_in_over_http(http, prefixed)
+        await provider.end_sessions("mallory")  # logout token: sub "alice", no sid
+        assert await answer(prefixed.url + "/api/me", session_of(browser)) == 401
+        assert await answer(prefixed.url + "/api/me", password_alice) == 200

@@ -68,7 +68,9 @@ class Account:
 ALICE = Account("alice", "0b7c-alice", "alice@example.com", "Alice Liddell", ("staff", "admin"))
 BOB = Account("bob", "3e1f-bob", "bob@other.org", "Bob Builder", ())
 CAROL = Account("carol", "9d2a-carol", "carol@example.com", "Carol", ("interns",))
-ACCOUNTS = (ALICE, BOB, CAROL)
+# whose `sub` at the provider is the name of the tests' password user alice
+MALLORY = Account("mallory", "alice", "mallory@other.org", "Mallory", ("staff",))
+ACCOUNTS = (ALICE, BOB, CAROL, MALLORY)
 
 
 # -- the install ------------------------------------------------------------------------
