@@ -9,6 +9,7 @@ test_oidc_hostile.py's.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -81,3 +82,48 @@ async def test_a_subject_prefix_keeps_a_providers_alice_apart_and_logout_matches
     # the provider names its own sub, before the prefix (SPEC 7.4)
     assert (await hostile.backchannel(client, fake.logout_token(sid=None))).status == 200
     assert (await client.get("/api/x", headers=hostile.cookies(session))).status == 401
+
+
+# -- 3. only an address the provider vouches for admits or names a user -------------------
+
+UNVERIFIED: list[Any] = [None, "false", False, "False", 0, 1, "yes", {}]
+
+
+@pytest.mark.parametrize("flag", UNVERIFIED, ids=repr)
+@pytest.mark.parametrize(
+    "more", ["allowed_email_domains: [example.com]", "claims: {sub: email, roles: groups}"]
+)
+async def test_an_address_the_provider_does_not_vouch_for_neither_admits_nor_names_a_user(
+    start: Start,
+    fake: FakeProvider,
+    http: ClientSession,
+    log_text: Callable[[], str],
+    flag: Any,
+    more: str,
+) -> None:
+    client = await start(more)
+    user = {k: v for k, v in fake.user.items() if k != "email_verified"}
+    fake.user = user if flag is None else {**user, "email_verified": flag}
+    response = await hostile.sign_in(client, http)
+    assert response.status == 403 and not hostile.session_of(response)
+    assert any(e["event"] == "oidc_not_admitted" for e in hostile.events(log_text()))
+
+
+@pytest.mark.parametrize(
+    ("flag", "more"),
+    [(True, ""), ("true", ""), (None, "trust_unverified_email: true")],
+    ids=["true", "string-true", "trusted-without-flag"],
+)
+async def test_a_vouched_for_address_admits_by_domain_and_may_be_the_subject(
+    start: Start, fake: FakeProvider, http: ClientSession, flag: Any, more: str
+) -> None:
+    client = await start(
+        "allowed_email_domains: [example.com]\nclaims: {sub: email, roles: groups}\n" + more
+    )
+    user = {k: v for k, v in fake.user.items() if k != "email_verified"}
+    fake.user = user if flag is None else {**user, "email_verified": flag}
+    response = await hostile.sign_in(client, http)
+    assert response.status == 303, await response.text()
+    echo = await client.get("/x", headers=hostile.cookies(hostile.session_of(response)))
+    headers = {k.lower(): v for k, v in (await echo.json())["headers"]}
+    assert headers["x-user-id"] == "carol@example.com"

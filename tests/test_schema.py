@@ -461,6 +461,7 @@ def test_defaults_match_the_config(tmp_path: Path, secret: str) -> None:
         "identity_headers": dict(config.identity_headers),
         "login.providers[].scopes": list(provider.scopes),
         "login.providers[].timeout": provider.timeout,
+        "login.providers[].trust_unverified_email": provider.trust_unverified_email,
         **{
             f"login.providers[].claims.{k}": getattr(provider.claims, k)
             for k in ("sub", "email", "name", "roles")
@@ -540,9 +541,7 @@ def test_the_reference_lists_every_key_with_its_default_and_restart() -> None:
             if "default" in schema and not isinstance(schema["default"], dict):
                 assert shown is not None, f"{join(section, name)}: no default in the reference"
                 value = schema["default"]
-                declared = (
-                    json.dumps(value) if value is True or isinstance(value, list) else str(value)
-                )
+                declared = json.dumps(value) if isinstance(value, bool | list) else str(value)
                 if schema.get("pattern") == DURATION:
                     seconds = parse_duration(shown[1]), parse_duration(declared)
                     assert seconds[0] == seconds[1], join(section, name)

@@ -105,6 +105,13 @@ class ProviderConfig:
     timeout: float = field(
         default=5, metadata=key("The most each call to the provider may take.", minimum=0.001)
     )
+    trust_unverified_email: bool = field(
+        default=False,
+        metadata=key(
+            "Let the mapped email admit by domain, or be the sub, without email_verified: true"
+            " (only for a provider that vouches for that claim itself; see sso.md)."
+        ),
+    )
     subject_prefix: str | None = field(
         default=None,
         metadata=key(

@@ -38,7 +38,7 @@ def gateway_claims(provider: ProviderConfig, claims: Mapping[str, Any]) -> dict[
     sub = claims.get(mapping.sub)
     if not isinstance(sub, str) or not sub or len(sub) > _MAX:
         raise ValueError(f"the claim {mapping.sub!r} is not a usable subject")
-    if mapping.sub in ("email", mapping.email) and claims.get("email_verified") is False:
+    if mapping.sub in ("email", mapping.email) and not email_verified(provider, claims):
         # an address the user typed but does not own must never name an account
         raise ValueError("an unverified email as the subject")
     found: dict[str, Any] = {"sub": (provider.subject_prefix or "") + sub, PROVIDER: provider.id}
@@ -62,6 +62,15 @@ def roles(value: Any) -> list[str]:
     return sorted({item.strip() for item in items if item.strip() and len(item) <= _MAX})
 
 
+def email_verified(provider: ProviderConfig, raw: Mapping[str, Any]) -> bool:
+    """Whether the provider vouches for the address: `email_verified` is true (a boolean, or
+    the string "true" some providers send). Missing counts as unverified: Entra ID sends
+    none, and an address anyone may set must neither admit nor name a user (nOAuth);
+    `trust_unverified_email` is the provider's owner saying the claim needs no such flag."""
+    value = raw.get("email_verified")
+    return value is True or value == "true" or provider.trust_unverified_email
+
+
 def collides(subject: str, users: Iterable[str]) -> bool:
     """Whether a provider user's gateway subject names a users_file user (whatever the case:
     an upstream may compare names without it). Such a sign-in would become that user: the
@@ -74,12 +83,12 @@ def admit(provider: ProviderConfig, claims: Mapping[str, Any], raw: Mapping[str,
     """Raises NotAdmitted for a user outside allowed_email_domains or allowed_roles;
     `claims` are the gateway's, `raw` the provider's.
 
-    A domain check needs a verified address: an `email_verified: false` from the provider
-    (someone typed an address they do not own) never admits by domain."""
+    A domain check needs a verified address (see email_verified): an address someone
+    typed but does not own never admits by domain."""
     if provider.allowed_email_domains:
         email = claims.get("email")
         domain = email.rpartition("@")[2].lower() if isinstance(email, str) and "@" in email else ""
-        if raw.get("email_verified") is False or domain not in provider.allowed_email_domains:
+        if not email_verified(provider, raw) or domain not in provider.allowed_email_domains:
             raise NotAdmitted("email domain")
     if provider.allowed_roles and not set(provider.allowed_roles) & set(claims.get("roles", ())):
         raise NotAdmitted("roles")
