@@ -32,6 +32,9 @@ class ClusterTopology:
         )
         self.hot = ClusterWire(self.client, topology, password)
         self._ms = max(1, int(timeout * 1000))
+        # RedisCluster fails a command at once when a node has 64 connections busy; calls
+        # beyond that wait here instead (within store_timeout), as with a single Redis
+        self.admission = asyncio.Semaphore(64)
 
     async def ready(self) -> None:
         """The slot map read once before any command: redis-py 8.1's RedisCluster, started by

@@ -9,6 +9,7 @@ revocation is the script then WAIT on one pooled connection (redis_ha).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, cast
 
 import redis.asyncio as redis
@@ -83,6 +84,11 @@ class _Sentinel(Sentinel):
         raise MasterNotFoundError(f"no sentinel names a primary for {service_name!r}")
 
 
+class _BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """At most 64 connections to the primary, and a call beyond them waits for one (up
+    to store_timeout), as the single Redis's pool does, rather than failing at once."""
+
+
 def _retrieved(task: asyncio.Future[Any]) -> None:
     """The answers not waited for: their errors are read, so asyncio does not log them."""
     if not task.cancelled():
@@ -108,14 +114,16 @@ class SentinelTopology:
         self._service = topology.service
         self.client: redis.Redis = self._sentinel.master_for(
             topology.service,
-            connection_pool_class=SentinelConnectionPool,
+            connection_pool_class=_BlockingSentinelPool,
             max_connections=64,
+            timeout=timeout,  # the wait for a free connection
         )
         scheme = "rediss" if topology.tls else "redis"
         url = URL.build(scheme=scheme, host="primary", path=f"/{topology.db}")
         url = url.with_user(topology.username) if topology.username else url
         self.hot = PipelinedConnection(url, password, locate=self._locate, primary_only=True)
         self._ms = max(1, int(timeout * 1000))
+        self.admission = contextlib.nullcontext()  # the blocking pool waits by itself
 
     async def _locate(self) -> tuple[str, int]:
         try:

@@ -188,9 +188,11 @@ class RedisStore:
     async def _call(self, operation: Awaitable[T], budget: float = 1) -> T:
         try:
             async with asyncio.timeout(self._timeout * budget):
-                if self._ha is not None:
+                if self._ha is None:
+                    return await operation
+                async with self._ha.admission:  # waits for a free connection, like the pool
                     await self._ha.ready()
-                return await operation
+                    return await operation
         except (redis.RedisError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(type(exc).__name__) from None
 

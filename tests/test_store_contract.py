@@ -280,6 +280,15 @@ async def test_parallel_attempts_cannot_outrun_the_limit(store: Store) -> None:
     assert sum(1 for w in waits if w == 0) == 2
 
 
+async def test_a_burst_beyond_the_connection_limit_waits_instead_of_failing(store: Store) -> None:
+    """300 calls at once, over the 64 connections a Redis store keeps: the rest wait for a
+    free one (within store_timeout) rather than fail, on every topology."""
+    limits = Limits(pair=2, single=8, window=30)
+    for size in (150, 300):  # the second on connections the first left open
+        calls = (store.attempt(_user(), f"10.5.{i // 200}.{i % 200}", limits) for i in range(size))
+        assert await asyncio.gather(*calls) == [0] * size
+
+
 async def test_failures_throttle_a_username_across_clients(store: Store) -> None:
     user = _user()
     limits = Limits(pair=3, single=5, window=30)
