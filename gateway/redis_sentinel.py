@@ -33,7 +33,10 @@ class _AuthWhenAsked(Connection):
         try:
             await super().on_connect_check_health(check_health)
         except ResponseError as exc:
-            if "password" not in str(exc).lower() or self.password is None:
+            # Redis 6+: "...called without any password configured..."; 5: "...no password is set"
+            said = str(exc).lower()
+            asked_none = "without any password configured" in said or "no password is set" in said
+            if not asked_none or self.password is None:
                 raise
             self.username = self.password = None  # it asked for none: carry on without
             await super().on_connect_check_health(check_health)
