@@ -8,6 +8,8 @@ test_oidc_hostile.py's.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +18,7 @@ import redis
 from aiohttp import ClientSession
 
 from tests import test_oidc_hostile as hostile
+from tests.conftest import Client, runtime_of
 from tests.fake_provider import FakeProvider
 from tests.redis_server import RedisServer
 
@@ -127,3 +130,52 @@ async def test_a_vouched_for_address_admits_by_domain_and_may_be_the_subject(
     echo = await client.get("/x", headers=hostile.cookies(hostile.session_of(response)))
     headers = {k.lower(): v for k, v in (await echo.json())["headers"]}
     assert headers["x-user-id"] == "carol@example.com"
+
+
+# -- 4. a slow or dead provider costs each sign-in one timeout at most, not a queue -------
+
+
+async def _parallel_starts(client: Client, count: int) -> tuple[list[int], float]:
+    """`count` sign-ins started at once: their statuses and the slowest one's seconds."""
+
+    async def one() -> tuple[int, float]:
+        begun = time.monotonic()
+        response = await client.get("/login/corp?next=/x", headers=hostile.HTML)
+        return response.status, time.monotonic() - begun
+
+    answers = await asyncio.gather(*(one() for _ in range(count)))
+    return [status for status, _ in answers], max(seconds for _, seconds in answers)
+
+
+async def test_parallel_sign_ins_with_a_slow_provider_share_one_discovery(
+    start: Start, fake: FakeProvider
+) -> None:
+    fake.mode, fake.slow_seconds = "slow", 30.0
+    client = await start()  # timeout: 1s, the provider never discovered
+    statuses, slowest = await _parallel_starts(client, 15)
+    assert statuses == [503] * 15
+    assert slowest < 3.0  # each waited for the one call under way; queued, the last took 15 s
+    assert fake.calls["discovery"] == 1
+
+
+async def test_a_provider_the_background_retry_holds_down_answers_503_at_once(
+    start: Start, fake: FakeProvider
+) -> None:
+    fake.mode, fake.slow_seconds = "slow", 30.0
+    client = await start()
+    home = runtime_of(client).oidc_home
+    config = runtime_of(client).snapshot.config.login.providers[0]
+    retry = asyncio.create_task(home.keep_discovered(lambda: (config,)))
+    try:
+        for _ in range(100):  # its first attempt ends after the 1 s timeout
+            await asyncio.sleep(0.05)
+            state = home.state(config)
+            if state.error is not None and getattr(state, "down_until", 1.0) > 0:
+                break
+        calls = fake.calls["discovery"]
+        statuses, slowest = await _parallel_starts(client, 15)
+        assert statuses == [503] * 15 and slowest < 0.5  # no call: well under the timeout
+        assert fake.calls["discovery"] == calls
+    finally:
+        retry.cancel()
+        await asyncio.gather(retry, return_exceptions=True)

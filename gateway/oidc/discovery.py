@@ -17,8 +17,10 @@ import asyncio
 import ipaddress
 import logging
 import time
+from asyncio import Future
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import jwt
@@ -34,6 +36,7 @@ ASYMMETRIC = frozenset(
 HMAC = frozenset(("HS256", "HS384", "HS512"))
 
 log = logging.getLogger("gateway.oidc")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,15 +120,24 @@ def parse_jwks(doc: dict[str, Any]) -> jwt.PyJWKSet:
 
 
 class ProviderState:
-    """One provider's discovery and keys, kept for the process (across reloads)."""
+    """One provider's discovery and keys, kept for the process (across reloads).
+
+    Callers never queue behind each other's network calls: all who need discovery
+    (or a JWKS refetch) while one is under way await that one (a shared future,
+    shielded so that a caller's cancelled request does not cancel it for the rest),
+    so a slow or dead provider costs each of them one `timeout` at most. While the
+    background retry (home.py) holds the provider down (`down_until`), a provider never
+    discovered answers ProviderUnavailable at once, without a call."""
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self.metadata: Metadata | None = None
         self.keys: jwt.PyJWKSet | None = None
         self.error: str | None = None  # why the last attempt failed, for /readyz and logs
+        self.down_until = 0.0  # monotonic; set by the background retry after a failure
         self._keys_at = -REFETCH_EVERY  # the last refetch for an unknown kid (not discovery)
-        self._lock = asyncio.Lock()
+        self._discovery: asyncio.Future[Metadata] | None = None
+        self._refetch: asyncio.Future[bool] | None = None
 
     @property
     def reachable(self) -> bool:
@@ -135,42 +147,66 @@ class ProviderState:
         """The metadata and keys, fetched once (or `again`); ProviderUnavailable if not."""
         if self.metadata is not None and self.keys is not None and not again:
             return self.metadata
-        async with self._lock:
-            if self.metadata is not None and self.keys is not None and not again:
-                return self.metadata
-            timeout = self.config.timeout
-            url = self.config.issuer.rstrip("/") + "/.well-known/openid-configuration"
-            try:
-                metadata = parse_metadata(await get_json(session, url, timeout), self.config.issuer)
-                keys = parse_jwks(await get_json(session, metadata.jwks_uri, timeout))
-            except ProviderUnavailable as exc:
-                self._failed(str(exc))
-                raise
-            self.metadata, self.keys, self.error = metadata, keys, None
-            return metadata
+        if not again and time.monotonic() < self.down_until:
+            raise ProviderUnavailable(self.error or "the provider is down")
+        if self._discovery is None:
+            self._discovery = _shared(self._fetch(session), self._landed)
+        return await asyncio.shield(self._discovery)
+
+    async def _fetch(self, session: aiohttp.ClientSession) -> Metadata:
+        timeout = self.config.timeout
+        url = self.config.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        try:
+            metadata = parse_metadata(await get_json(session, url, timeout), self.config.issuer)
+            keys = parse_jwks(await get_json(session, metadata.jwks_uri, timeout))
+        except ProviderUnavailable as exc:
+            self._failed(str(exc))
+            raise
+        self.metadata, self.keys, self.error = metadata, keys, None
+        return metadata
 
     async def refetch_keys(self, session: aiohttp.ClientSession) -> bool:
         """An unknown kid: fetch the JWKS again unless that was done within REFETCH_EVERY.
-        True when a new set was fetched."""
+        True when a new set was fetched (also by another caller's refetch under way)."""
         metadata = await self.discover(session)
-        async with self._lock:
+        if self._refetch is None:
             if time.monotonic() - self._keys_at < REFETCH_EVERY:
                 return False
             self._keys_at = time.monotonic()
-            try:
-                self.keys = parse_jwks(
-                    await get_json(session, metadata.jwks_uri, self.config.timeout)
-                )
-            except ProviderUnavailable as exc:
-                self._failed(str(exc))
-                raise
-            self.error = None
-            return True
+            self._refetch = _shared(self._fetch_keys(session, metadata), self._landed)
+        return await asyncio.shield(self._refetch)
+
+    async def _fetch_keys(self, session: aiohttp.ClientSession, metadata: Metadata) -> bool:
+        try:
+            self.keys = parse_jwks(await get_json(session, metadata.jwks_uri, self.config.timeout))
+        except ProviderUnavailable as exc:
+            self._failed(str(exc))
+            raise
+        self.error = None
+        return True
+
+    def _landed(self, future: asyncio.Future[Any]) -> None:
+        """The call under way is over: the next caller starts a new one."""
+        if future is self._discovery:
+            self._discovery = None
+        if future is self._refetch:
+            self._refetch = None
+        if not future.cancelled():
+            future.exception()  # retrieved: its waiters, if any, got it already
 
     def _failed(self, why: str) -> None:
+        """Logged once per new reason (never a body, a token or a query string)."""
         if why != self.error:
             log.warning(
                 "OpenID provider unreachable",
                 extra={"event": "oidc_unreachable", "provider": self.config.id, "why": why},
             )
         self.error = why
+
+
+def _shared(
+    call: Coroutine[Any, Any, T], landed: Callable[[asyncio.Future[Any]], None]
+) -> Future[T]:
+    task = asyncio.ensure_future(call)
+    task.add_done_callback(landed)
+    return task

@@ -6,12 +6,13 @@ the Runtime, keyed by (issuer, client_id). `keep_discovered` runs beside
 `serve`: a provider that is down when the gateway starts (or later) is
 retried in the background with a growing pause, while the gateway serves
 password sign-in and existing sessions; a sign-in with that provider in the
-meantime tries once more itself and answers 503 if it is still down.
+meantime answers 503 at once, without calling it (discovery.py, `down_until`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import aiohttp
@@ -68,6 +69,11 @@ class Home:
                     failed = True
             since_refresh = 0.0 if again else since_refresh
             pause = min(pause * 2, 60.0) if failed else 0.5
+            for config in configs():
+                state = self.state(config)
+                # until the next retry, a sign-in with a provider never reached is a 503 at
+                # once: no request waits `timeout` for what the retry will learn anyway
+                state.down_until = time.monotonic() + pause if state.metadata is None else 0.0
             wait = pause if failed else 60.0
             await asyncio.sleep(wait)
             since_refresh += wait
