@@ -18,7 +18,7 @@ import redis
 from aiohttp import ClientSession
 
 from tests import test_oidc_hostile as hostile
-from tests.conftest import Client, runtime_of
+from tests.conftest import Client, GatewayFactory, runtime_of
 from tests.fake_provider import FakeProvider
 from tests.redis_server import RedisServer
 
@@ -179,3 +179,39 @@ async def test_a_provider_the_background_retry_holds_down_answers_503_at_once(
     finally:
         retry.cancel()
         await asyncio.gather(retry, return_exceptions=True)
+
+
+# -- 5. what an anonymous start may leave in the store ------------------------------------
+
+
+@pytest.mark.parametrize(("length", "kept"), [(500, True), (513, False), (2000, False)])
+async def test_a_long_next_is_not_kept_with_the_start_and_the_sign_in_lands_on_slash(
+    start: Start, http: ClientSession, length: int, kept: bool
+) -> None:
+    client = await start()
+    next_path = "/" + "a" * (length - 1)
+    location, browser = await hostile.begin(client, next_path)
+    response = await hostile.callback(client, await hostile.authorize(http, location), browser)
+    assert response.status == 303
+    assert response.headers["Location"] == (next_path if kept else "/")
+
+
+async def test_sign_ins_started_are_counted_per_ipv6_64_not_per_address(
+    make_gateway: GatewayFactory, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.oidc.flow.START_LIMIT", 3)
+    client = await make_gateway(
+        "trusted_proxies: [127.0.0.1/32]\nlogin:\n  providers:\n"
+        + hostile.providers_yaml(fake.issuer)
+    )
+
+    async def start_from(address: str) -> int:
+        headers = {"X-Forwarded-For": address}
+        response = await client.get("/login/corp?next=/x", headers=headers, allow_redirects=False)
+        return response.status
+
+    # one host, a new address of its /64 for each start
+    statuses = [await start_from(f"2001:db8:1:2::{n:x}") for n in range(1, 6)]
+    assert statuses == [302, 302, 302, 429, 429]
+    assert await start_from("2001:db8:1:3::1") == 302  # the next /64 is someone else
+    assert [await start_from(f"192.0.2.{n}") for n in (1, 2, 3, 4)] == [302] * 4

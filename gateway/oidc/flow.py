@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import logging
 import secrets
@@ -40,7 +41,8 @@ from .relying import Relying
 
 STATE_COOKIE = "gateway_oidc"
 STATE_TTL = 600.0
-START_LIMIT, START_WINDOW = 600, 60.0  # per client address per minute: a big NAT signs in too
+START_LIMIT, START_WINDOW = 600, 60.0  # per client network per minute: a big NAT signs in too
+MAX_NEXT = 512  # bytes of `next` kept with a start; a longer one comes back as "/"
 _COOKIE_VALUE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 _MAX_PARAM = 2048
 log = logging.getLogger("gateway.security")
@@ -56,10 +58,11 @@ async def start(request: web.BaseRequest, snapshot: Snapshot, provider: Provider
     except ProviderUnavailable:
         next_path = safe_next(request.query.get("next"))
         return Result(unavailable(request, snapshot, provider, next_path), "oidc_unavailable")
-    # each start writes a record for 10 minutes: bounded per client, so nobody fills the
-    # store with sign-ins never finished
+    # each start writes a record for 10 minutes: bounded per client network, so nobody fills
+    # the store with sign-ins never finished
     client = client_address(request, relying.trusted)
-    if await relying.store.bump(f"oidc-start\0{client}", START_WINDOW) > START_LIMIT:
+    counted = f"oidc-start\0{start_network(client)}"
+    if await relying.store.bump(counted, START_WINDOW) > START_LIMIT:
         log.warning(
             "OpenID sign-ins throttled",
             extra={"event": "oidc_throttled", "provider": provider.id, "client": client},
@@ -75,7 +78,7 @@ async def start(request: web.BaseRequest, snapshot: Snapshot, provider: Provider
         nonce=nonce,
         verifier=verifier,
         browser=digest(browser),
-        next=safe_next(request.query.get("next")),
+        next=_kept_next(request.query.get("next")),
         redirect_uri=relying.redirect_uri(site, provider),
     )
     record = json.dumps(_as_dict(pending))
@@ -95,6 +98,28 @@ async def start(request: web.BaseRequest, snapshot: Snapshot, provider: Provider
     response.headers[hdrs.CACHE_CONTROL] = "no-store"
     response.headers.add(hdrs.SET_COOKIE, _state_cookie(relying, provider, browser))
     return Result(response, "oidc_start")
+
+
+def start_network(client: str) -> str:
+    """What the start limit counts: an IPv4 address, or an IPv6 address's /64. One host
+    is usually given a whole /64 and picks addresses in it at will, so counting per
+    IPv6 address would multiply the limit by 2**64."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def _kept_next(value: str | None) -> str:
+    """`next` as kept in the store: a safe path of at most MAX_NEXT bytes, else "/"; the
+    anonymous record each start writes stays a few hundred bytes."""
+    kept = safe_next(value)
+    return kept if len(kept.encode()) <= MAX_NEXT else "/"
 
 
 def _as_dict(pending: Pending) -> dict[str, str]:
