@@ -17,6 +17,8 @@ import pytest
 import redis
 from aiohttp import ClientSession
 
+from gateway.oidc.discovery import parse_metadata
+from gateway.oidc.http import ProviderUnavailable
 from tests import test_oidc_hostile as hostile
 from tests.conftest import Client, GatewayFactory, runtime_of
 from tests.fake_provider import FakeProvider
@@ -215,3 +217,46 @@ async def test_sign_ins_started_are_counted_per_ipv6_64_not_per_address(
     assert statuses == [302, 302, 302, 429, 429]
     assert await start_from("2001:db8:1:3::1") == 302  # the next /64 is someone else
     assert [await start_from(f"192.0.2.{n}") for n in (1, 2, 3, 4)] == [302] * 4
+
+
+# -- 6. an https issuer's endpoints are all https -------------------------------------------
+
+
+def _document(issuer: str, **endpoints: str) -> dict[str, Any]:
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/authorize",
+        "token_endpoint": f"{issuer}/token",
+        "jwks_uri": f"{issuer}/jwks",
+        "userinfo_endpoint": f"{issuer}/userinfo",
+        "end_session_endpoint": f"{issuer}/end-session",
+        **endpoints,
+    }
+
+
+ENDPOINTS = [
+    "authorization_endpoint",
+    "token_endpoint",
+    "jwks_uri",
+    "userinfo_endpoint",
+    "end_session_endpoint",
+]
+
+
+@pytest.mark.parametrize("name", ENDPOINTS)
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/x", "http://localhost/x", "http://[::1]/x"])
+def test_an_https_issuers_document_naming_a_loopback_http_endpoint_is_refused(
+    name: str, url: str
+) -> None:
+    issuer = "https://idp.example.com"
+    with pytest.raises(ProviderUnavailable, match=f"{name} is not https like the issuer"):
+        parse_metadata(_document(issuer, **{name: url}), issuer)
+    assert parse_metadata(_document(issuer), issuer).token_endpoint == f"{issuer}/token"
+
+
+def test_a_loopback_http_issuer_may_name_loopback_http_endpoints() -> None:
+    issuer = "http://127.0.0.1:8080"
+    metadata = parse_metadata(_document(issuer, jwks_uri="http://localhost:8081/k"), issuer)
+    assert metadata.jwks_uri == "http://localhost:8081/k"
+    with pytest.raises(ProviderUnavailable):
+        parse_metadata(_document(issuer, token_endpoint="http://10.0.0.1/token"), issuer)

@@ -3,7 +3,9 @@
 Discovery (`{issuer}/.well-known/openid-configuration`) is trusted only as far
 as it agrees with the config: its `issuer` must be the configured one exactly
 (OpenID Connect Discovery 4.3), and every endpoint must be https:// (http://
-only on a loopback host, like the issuer). The JWKS is refetched when a token
+only on a loopback host, and only when the issuer itself is such an http://
+one). A document that fails is refused whole: the provider stays unreachable,
+with the reason in one `oidc_unreachable` log line. The JWKS is refetched when a token
 names a `kid` the cached set lacks (the provider rotated its keys), at most
 once per REFETCH_EVERY per provider, so a flood of tokens with made-up kids
 cannot make the gateway hammer the provider. `oct` (shared-secret) keys and
@@ -55,11 +57,12 @@ def parse_metadata(doc: dict[str, Any], issuer: str) -> Metadata:
     """The parts of a discovery document the gateway uses; ProviderUnavailable if unfit."""
     if doc.get("issuer") != issuer:
         raise ProviderUnavailable("the discovery document names another issuer")
+    https = URL(issuer).scheme == "https"
     urls: dict[str, str | None] = {}
     for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-        urls[name] = _endpoint(doc, name, required=True)
+        urls[name] = _endpoint(doc, name, required=True, https=https)
     for name in ("userinfo_endpoint", "end_session_endpoint"):
-        urls[name] = _endpoint(doc, name, required=False)
+        urls[name] = _endpoint(doc, name, required=False, https=https)
     announced = doc.get("id_token_signing_alg_values_supported", ["RS256"])
     if not isinstance(announced, list) or not all(isinstance(a, str) for a in announced):
         raise ProviderUnavailable("id_token_signing_alg_values_supported is not a list")
@@ -76,12 +79,19 @@ def parse_metadata(doc: dict[str, Any], issuer: str) -> Metadata:
     )
 
 
-def _endpoint(doc: dict[str, Any], name: str, *, required: bool) -> str | None:
+def _endpoint(doc: dict[str, Any], name: str, *, required: bool, https: bool) -> str | None:
+    """An https:// endpoint; http:// only on loopback, and only for an http:// (loopback)
+    issuer: an https issuer's document naming http://127.0.0.1 would have the gateway send
+    its client secret, codes and tokens in clear to whatever listens on this host."""
     value = doc.get(name)
     if value is None and not required:
         return None
     if not isinstance(value, str) or not safe_url(value):
         raise ProviderUnavailable(f"the discovery document's {name} is missing or not https")
+    if https and URL(value).scheme != "https":
+        raise ProviderUnavailable(
+            f"the discovery document's {name} is not https like the issuer: refused"
+        )
     return value
 
 
