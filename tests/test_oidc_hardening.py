@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import redis
-from aiohttp import ClientSession
+from aiohttp import ClientSession, CookieJar
 
 from gateway.oidc.discovery import parse_metadata
 from gateway.oidc.http import ProviderUnavailable
@@ -260,3 +260,26 @@ def test_a_loopback_http_issuer_may_name_loopback_http_endpoints() -> None:
     assert metadata.jwks_uri == "http://localhost:8081/k"
     with pytest.raises(ProviderUnavailable):
         parse_metadata(_document(issuer, token_endpoint="http://10.0.0.1/token"), issuer)
+
+
+# -- 7. two tabs, and a logout retried -------------------------------------------------------
+
+
+async def test_two_tabs_of_one_browser_signing_in_at_once_both_finish(
+    start: Start, http: ClientSession
+) -> None:
+    client = await start()
+    # a browser's cookie jar: it sends each cookie only where its Path says
+    async with ClientSession(
+        str(client.make_url("")), cookie_jar=CookieJar(unsafe=True)
+    ) as browser:
+        locations = []
+        for next_path in ("/one", "/two"):
+            response = await browser.get(f"/login/corp?next={next_path}", allow_redirects=False)
+            assert response.status == 302
+            locations.append(response.headers["Location"])
+        for location, next_path in zip(locations, ("/one", "/two"), strict=True):
+            path_qs = await hostile.authorize(http, location)
+            response = await browser.get(path_qs, headers=hostile.HTML, allow_redirects=False)
+            assert response.status == 303, await response.text()
+            assert response.headers["Location"] == next_path

@@ -129,7 +129,7 @@ async def begin(client: Client, next_path: str = "/x", provider: str = "corp") -
     response = await client.get(f"/login/{provider}?next={next_path}", allow_redirects=False)
     assert response.status == 302, await response.text()
     cookie = set_cookies(response)["gateway_oidc"]
-    assert "HttpOnly" in cookie["raw"] and f"Path=/login/{provider}/callback" in cookie["raw"]
+    assert "HttpOnly" in cookie["raw"] and f"Path=/login/{provider};" in cookie["raw"]
     return response.headers["Location"], cookie["value"]
 
 

@@ -18,8 +18,9 @@ For a test harness: start the gateway with `login.providers` (SPEC 7.4 keys);
 register `{scheme}://{Host}{login.path}/{id}/callback` as the redirect URI,
 `{scheme}://{Host}{login.path}` as the post-logout redirect URI and
 `{scheme}://{Host}{login.path}/{id}/backchannel-logout` as the back-channel
-logout URI. The browser-binding cookie is `gateway_oidc` (Path: the callback
-path). A provider on http:// is accepted on loopback hosts only.
+logout URI. The browser-binding cookie is `gateway_oidc` (Path:
+`{login.path}/{id}`, the start and its callback). A provider on http:// is
+accepted on loopback hosts only.
 
 Nothing here is imported by this package's `__init__`: runtime.py imports
 relying.py, and the modules with handlers import runtime.py.

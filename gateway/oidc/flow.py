@@ -4,9 +4,10 @@ Start: `state`, `nonce` and the PKCE verifier are random (`secrets`), kept in
 the store (so any replica can finish) under the state's digest for
 STATE_TTL, single use (taken with an atomic get-and-delete), and bound to
 this browser: the record holds the digest of a random value in the
-STATE_COOKIE cookie (HttpOnly, SameSite=Lax, Path = the callback path),
-which the callback must present. A browser keeps one such value while it
-lives, so two sign-ins in two tabs both finish.
+STATE_COOKIE cookie (HttpOnly, SameSite=Lax, Path = `{login.path}/{id}`,
+which covers the start and its callback), which the callback must present. A
+browser keeps one such value while it lives (each start sees it and reuses
+it), so two sign-ins in two tabs both finish.
 
 Callback: state first (missing, unknown, expired, used, another provider's or
 another browser's: 400), then the provider's answer (`error=...`: the login
@@ -127,7 +128,9 @@ def _as_dict(pending: Pending) -> dict[str, str]:
 
 
 def _state_cookie(relying: Relying, provider: ProviderConfig, value: str) -> str:
-    path = relying.redirect_uri("", provider)
+    # the start's own path and the callback below it: the next start in this browser sees
+    # the value and keeps it, so a sign-in begun in another tab still finishes
+    path = f"{relying.login_path.rstrip('/')}/{provider.id}"
     secure = "; Secure" if relying.cookies.secure else ""
     attributes = f"Max-Age={int(STATE_TTL)}; Path={path}; HttpOnly{secure}; SameSite=Lax"
     return f"{STATE_COOKIE}={value}; {attributes}"
