@@ -24,7 +24,7 @@ from . import cookies, logs, metrics, pages, responses
 from .clientaddr import client_address
 from .credentials import MAX_FIELD, CredentialsUnavailable
 from .errors import TokenError
-from .oidc.logout import end_session_url
+from .oidc.logout import provider_logout
 from .origin import cross_site, log_refusal, navigation_allowed
 from .runtime import Snapshot
 from .sessions import Sessions
@@ -188,11 +188,14 @@ async def _logout(request: web.BaseRequest, snapshot: Snapshot) -> Result:
         log_refusal(request, "sign-out")
         return Result(responses.cross_site(request), "cross_site")
     location = None
+    provider = None
     if snapshot.oidc is not None:  # RP-initiated logout: the provider's session ends too
-        location = await end_session_url(snapshot.oidc, request, snapshot.verifier)
-        if not responses.prefers_html(request):
-            location = None  # a program keeps the answer it had: 303 to the login page
+        provider = await provider_logout(snapshot.oidc, request, snapshot.verifier)
+        if provider is not None and responses.prefers_html(request):
+            location = provider.location  # a program keeps its answer: 303 to the login page
     user = await snapshot.sessions.end(request)
+    if provider is not None and snapshot.oidc is not None:
+        await provider.forget(snapshot.oidc)  # only now: a retried logout still finds it
     if user is not None:
         metrics.LOGOUTS.inc()
         security.info("logout", extra={"event": "logout", "user": user})

@@ -20,7 +20,7 @@ from aiohttp import ClientSession, CookieJar
 from gateway.oidc.discovery import parse_metadata
 from gateway.oidc.http import ProviderUnavailable
 from tests import test_oidc_hostile as hostile
-from tests.conftest import Client, GatewayFactory, runtime_of
+from tests.conftest import SAME_ORIGIN, Client, GatewayFactory, runtime_of
 from tests.fake_provider import FakeProvider
 from tests.redis_server import RedisServer
 
@@ -283,3 +283,23 @@ async def test_two_tabs_of_one_browser_signing_in_at_once_both_finish(
             response = await browser.get(path_qs, headers=hostile.HTML, allow_redirects=False)
             assert response.status == 303, await response.text()
             assert response.headers["Location"] == next_path
+
+
+async def test_a_logout_the_store_failed_to_end_still_logs_out_at_the_provider_when_retried(
+    start: Start, fake: FakeProvider, http: ClientSession, redis_server: RedisServer
+) -> None:
+    client = await start(store=redis_server.url)
+    session = hostile.session_of(await hostile.sign_in(client, http))
+    headers = {**hostile.cookies(session), **hostile.HTML, "Origin": SAME_ORIGIN}
+    admin = redis.Redis(port=redis_server.port)
+    admin.execute_command("ACL", "SETUSER", "default", "-evalsha", "-eval")  # type: ignore[no-untyped-call]
+    try:  # ending the family fails: the logout is a 503, to be retried
+        response = await client.post("/logout", headers=headers, allow_redirects=False)
+        assert response.status == 503
+    finally:
+        admin.execute_command("ACL", "SETUSER", "default", "+@all")  # type: ignore[no-untyped-call]
+        admin.close()
+    retry = await client.post("/logout", headers=headers, allow_redirects=False)
+    assert retry.status == 303
+    assert retry.headers["Location"].startswith(f"{fake.issuer}/end-session?")
+    assert (await client.get("/api/x", headers=hostile.cookies(session))).status == 401

@@ -5,11 +5,15 @@ session's cookies name a family that was signed in at a provider that
 announces an `end_session_endpoint`, the browser is sent there (303) with
 `id_token_hint`, `client_id` and `post_logout_redirect_uri` = this site's
 login page (register that URL at the provider). The provider link is dropped
-either way. Without a provider session, or without the endpoint, nothing
+only after the gateway session has ended: a logout answered 503 (the store
+could not end or confirm it) keeps the link, so the retry still signs out at
+the provider. Without a provider session, or without the endpoint, nothing
 changes: the gateway's own logout answer stands.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from aiohttp import web
 from yarl import URL
@@ -19,14 +23,29 @@ from ..errors import TokenError
 from ..sessions import PROVIDER
 from ..tokens import REFRESH, Verifier
 from .http import ProviderUnavailable
-from .links import load
+from .links import Link, load
 from .relying import Relying
 
 
-async def end_session_url(
+@dataclass(frozen=True, slots=True)
+class ProviderLogout:
+    """Where to send the browser (None: the login page) and the family whose link goes."""
+
+    location: str | None
+    family: str
+    subject: str
+
+    async def forget(self, relying: Relying) -> None:
+        """After the gateway session ended: the provider link (and its refresh token) goes."""
+        await relying.store.drop_provider_link(self.family, self.subject)
+
+
+async def provider_logout(
     relying: Relying, request: web.BaseRequest, verifier: Verifier
-) -> str | None:
-    """Where to send the browser after the gateway session ends; None: the login page."""
+) -> ProviderLogout | None:
+    """None when the cookies name no provider session. Nothing is changed here: a logout
+    that fails after this (503, a store that could not confirm it) and is retried must
+    still find the link and send the browser to the provider."""
     found = None
     for name, kind in ((relying.cookies.refresh, REFRESH), (relying.cookies.access, "access")):
         token = cookie_value(request, name)
@@ -43,7 +62,10 @@ async def end_session_url(
         return None
     family, subject = found
     link = await load(relying, family, subject)
-    await relying.store.drop_provider_link(family, subject)
+    return ProviderLogout(await _location(relying, request, link), family, subject)
+
+
+async def _location(relying: Relying, request: web.BaseRequest, link: Link | None) -> str | None:
     site = relying.site(request)
     if link is None or link.provider not in relying.providers or site is None:
         return None
