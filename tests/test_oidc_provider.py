@@ -538,7 +538,8 @@ async def test_readyz_names_a_provider_that_is_down_and_password_sign_in_still_w
     tmp_path: Path,
 ) -> None:
     """The provider is down when the gateway starts: it serves, says so on /readyz, signs
-    users in with passwords, and signs in at the provider once that is up."""
+    users in with passwords (a sign-in at the provider is 503), and signs in at the
+    provider once its background retry found it up."""
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     gateway = spawn_gateway(
@@ -557,6 +558,18 @@ async def test_readyz_names_a_provider_that_is_down_and_password_sign_in_still_w
 
     with running_provider(tmp_path / "late", port) as provider:  # up now, on that port
         await provider.register([gateway.url])
+        # the gateway's background retry (2 s, doubling) finds it; /readyz says so
+        deadline = time.monotonic() + 45
+        while True:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(gateway.admin_url + "/readyz") as ready,
+            ):
+                assert ready.status == 200
+                if not (await ready.json()).get("providers_unreachable"):
+                    break
+            assert time.monotonic() < deadline, "the provider is up, /readyz still says not"
+            await asyncio.sleep(0.2)
         async with Browser.open() as browser:
             page = await oidc_sign_in(browser, gateway, "alice", "/x")
             assert page.status == 200, page.trail()
