@@ -137,7 +137,10 @@ class ProviderState:
     shielded so that a caller's cancelled request does not cancel it for the rest),
     so a slow or dead provider costs each of them one `timeout` at most. While the
     background retry (home.py) holds the provider down (`down_until`), a provider never
-    discovered answers ProviderUnavailable at once, without a call."""
+    discovered answers ProviderUnavailable at once, without a call. It holds it only
+    after a slow failure (`failed_slowly`: no answer within half the timeout): a refused
+    connection costs nothing to try again, and a provider that has just come up is then
+    found by the next sign-in, not by the next background retry."""
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
@@ -145,6 +148,7 @@ class ProviderState:
         self.keys: jwt.PyJWKSet | None = None
         self.error: str | None = None  # why the last attempt failed, for /readyz and logs
         self.down_until = 0.0  # monotonic; set by the background retry after a failure
+        self.failed_slowly = False  # the last discovery failed after half its timeout or more
         self._keys_at = -REFETCH_EVERY  # the last refetch for an unknown kid (not discovery)
         self._discovery: asyncio.Future[Metadata] | None = None
         self._refetch: asyncio.Future[bool] | None = None
@@ -166,10 +170,12 @@ class ProviderState:
     async def _fetch(self, session: aiohttp.ClientSession) -> Metadata:
         timeout = self.config.timeout
         url = self.config.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        began = time.monotonic()
         try:
             metadata = parse_metadata(await get_json(session, url, timeout), self.config.issuer)
             keys = parse_jwks(await get_json(session, metadata.jwks_uri, timeout))
         except ProviderUnavailable as exc:
+            self.failed_slowly = time.monotonic() - began >= timeout / 2
             self._failed(str(exc))
             raise
         self.metadata, self.keys, self.error = metadata, keys, None

@@ -5,8 +5,10 @@ documents and keys, nor open a new connection pool; so they live here, in
 the Runtime, keyed by (issuer, client_id). `keep_discovered` runs beside
 `serve`: a provider that is down when the gateway starts (or later) is
 retried in the background with a growing pause, while the gateway serves
-password sign-in and existing sessions; a sign-in with that provider in the
-meantime answers 503 at once, without calling it (discovery.py, `down_until`).
+password sign-in and existing sessions. A sign-in with that provider in the
+meantime tries once more (one call shared by all sign-ins at that moment),
+or, when the last try got no answer within the timeout, answers 503 at once
+until the next retry (at most HOLD_AT_MOST; discovery.py, `down_until`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .discovery import ProviderState
 from .http import ProviderUnavailable, new_session
 
 _REFRESH_EVERY = 3600.0  # discovery and keys fetched again even when nothing failed
+HOLD_AT_MOST = 10.0  # seconds a slow provider's sign-ins answer 503 without asking it
 
 
 class Home:
@@ -71,9 +74,11 @@ class Home:
             pause = min(pause * 2, 60.0) if failed else 0.5
             for config in configs():
                 state = self.state(config)
-                # until the next retry, a sign-in with a provider never reached is a 503 at
-                # once: no request waits `timeout` for what the retry will learn anyway
-                state.down_until = time.monotonic() + pause if state.metadata is None else 0.0
+                # until the next retry (HOLD_AT_MOST), a sign-in with a provider never reached
+                # that did not answer in time is a 503 at once: no request waits `timeout` for
+                # what the retry will learn anyway (discovery.py, failed_slowly)
+                held = state.metadata is None and state.error is not None and state.failed_slowly
+                state.down_until = time.monotonic() + min(pause, HOLD_AT_MOST) if held else 0.0
             wait = pause if failed else 60.0
             await asyncio.sleep(wait)
             since_refresh += wait
