@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
@@ -19,6 +19,7 @@ from typing import Any, Self, TypeVar
 
 import aiohttp
 from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from . import logs, metrics, proxy
 from .assertion import Asserter
@@ -146,6 +147,21 @@ class Runtime:
         await self.store.close()
 
 
+_NO_AUTO_HEADERS: CIMultiDict[None] = CIMultiDict(
+    (name, None) for name in (hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE)
+)
+
+
+class _FaithfulRequest(aiohttp.ClientRequest):
+    """A request upstream carries the client's headers only: aiohttp adds none of its own
+    (User-Agent, Accept, Accept-Encoding, a body's Content-Type). The session's
+    skip_auto_headers says the same, but aiohttp rebuilds that list and copies every header
+    to apply it, on each request; here it is one constant."""
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        self._skip_auto_headers = _NO_AUTO_HEADERS
+
+
 def _session(
     connector: aiohttp.BaseConnector,
     trace_configs: list[aiohttp.TraceConfig] | None = None,
@@ -156,7 +172,8 @@ def _session(
         connector_owner=owner,
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
-        skip_auto_headers=(hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE),
+        skip_auto_headers=tuple(_NO_AUTO_HEADERS),  # if aiohttp ever stops calling the override
+        request_class=_FaithfulRequest,
         timeout=aiohttp.ClientTimeout(total=None),
         trace_configs=trace_configs,
     )

@@ -149,6 +149,27 @@ async def test_forwarded_headers_and_request_id(make_gateway: GatewayFactory) ->
     assert response.headers["X-Request-Id"] == "abc-123"
 
 
+@pytest.mark.parametrize("body", [b"", b"hello"])
+async def test_the_gateway_adds_no_client_headers_of_its_own(
+    make_gateway: GatewayFactory, body: bytes
+) -> None:
+    """aiohttp's client would add User-Agent, Accept, Accept-Encoding and a body's
+    Content-Type; the upstream must see only what the client sent (and the gateway's own
+    forwarding headers)."""
+    client = await make_gateway()
+    assert client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    head = f"POST /public/x HTTP/1.1\r\nHost: 127.0.0.1:{client.port}\r\nConnection: close\r\n"
+    writer.write((head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+    seen = received(json.loads(data.partition(b"\r\n\r\n")[2]))
+    for name in ("user-agent", "accept", "accept-encoding", "content-type"):
+        assert name not in seen, (name, seen[name])
+
+
 async def test_insane_request_id_is_replaced(make_gateway: GatewayFactory) -> None:
     client = await make_gateway()
     response = await client.get("/public/x", headers={"X-Request-Id": "a b <script>" + "x" * 200})
