@@ -29,7 +29,7 @@ from ..login import Result
 from ..runtime import Snapshot
 from .http import ProviderUnavailable, read_at_most
 from .links import end_by_index
-from .verify import MAX_AGE, Refused, UnknownKey, verify
+from .verify import MAX_AGE, Refused
 
 log = logging.getLogger("gateway.security")
 _MAX_BODY = 64 * 1024
@@ -50,23 +50,7 @@ async def handle(request: web.BaseRequest, snapshot: Snapshot, provider: Provide
     state = relying.state(provider)
     try:
         await state.discover(relying.home.session)
-        claims = None
-        for attempt in (1, 2):
-            assert state.metadata is not None and state.keys is not None  # noqa: S101
-            try:
-                claims = verify(
-                    token,
-                    metadata=state.metadata,
-                    keys=state.keys,
-                    client_id=provider.client_id,
-                    secret=provider.client_secret,
-                    leeway=relying.leeway,
-                    logout=True,
-                )
-                break
-            except UnknownKey:
-                if attempt == 2 or not await state.refetch_keys(relying.home.session):
-                    raise
+        claims = await relying.verified(provider, token, logout=True)
     except Refused as exc:
         return Result(_refused(provider, exc.reason), "oidc_logout_refused")
     except ProviderUnavailable:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import hdrs, web
 
@@ -32,7 +31,7 @@ from .answers import refused
 from .http import ProviderRefused, ProviderUnavailable, get_json, post_form
 from .links import Link, save
 from .relying import Relying
-from .verify import Refused, UnknownKey, verify
+from .verify import Refused
 
 log = logging.getLogger("gateway.security")
 
@@ -87,7 +86,7 @@ async def finish(
     if not isinstance(id_token, str) or not id_token:
         raise ProviderUnavailable("the token endpoint sent no id_token")
     try:
-        raw = await verified(relying, provider, id_token, pending.nonce)
+        raw = await relying.verified(provider, id_token, nonce=pending.nonce)
     except Refused as exc:
         return deny(401, "oidc_token_refused", exc.reason)
     access = tokens.get("access_token")
@@ -137,29 +136,6 @@ async def finish(
     for name, value in issued.set_cookies:
         response.headers.add(name, value)
     return Result(response, "login", subject)
-
-
-async def verified(
-    relying: Relying, provider: ProviderConfig, token: str, nonce: str
-) -> dict[str, Any]:
-    """The ID token's claims; one JWKS refetch (rate-limited) when its kid is unknown."""
-    state = relying.state(provider)
-    for attempt in (1, 2):
-        assert state.metadata is not None and state.keys is not None  # noqa: S101 - discovered
-        try:
-            return verify(
-                token,
-                metadata=state.metadata,
-                keys=state.keys,
-                client_id=provider.client_id,
-                secret=provider.client_secret,
-                leeway=relying.leeway,
-                nonce=nonce,
-            )
-        except UnknownKey:
-            if attempt == 2 or not await state.refetch_keys(relying.home.session):
-                raise
-    raise Refused("unknown kid")  # not reached
 
 
 def _relying(snapshot: Snapshot) -> Relying:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..config.providers import ProviderConfig
 from . import claims as mapping
 from .http import get_json
-from .verify import Refused, UnknownKey, verify
+from .verify import Refused
 
 if TYPE_CHECKING:
     from .relying import Relying
@@ -36,23 +36,7 @@ async def claims_after_refresh(
     if not isinstance(id_token, str) or not id_token:
         return None
     state = relying.state(provider)
-    raw: dict[str, Any] = {}
-    for attempt in (1, 2):
-        assert state.metadata is not None and state.keys is not None  # noqa: S101 - discovered
-        try:
-            raw = verify(
-                id_token,
-                metadata=state.metadata,
-                keys=state.keys,
-                client_id=provider.client_id,
-                secret=provider.client_secret,
-                leeway=relying.leeway,
-                refreshed=True,
-            )
-            break
-        except UnknownKey:
-            if attempt == 2 or not await state.refetch_keys(relying.home.session):
-                raise
+    raw = await relying.verified(provider, id_token, refreshed=True)
     if raw.get("sub") != provider_sub:
         raise Refused("refreshed ID token for another subject")
     access = tokens.get("access_token")

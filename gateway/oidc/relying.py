@@ -31,6 +31,7 @@ from ..sessions import Sessions
 from .discovery import Metadata, ProviderState
 from .home import Home
 from .links import refresh
+from .verify import Refused, UnknownKey, verify
 
 _HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
@@ -68,6 +69,38 @@ class Relying:
         self, family: str, subject: str, presented: str
     ) -> bool | dict[str, Any]:
         return await refresh(self, family, subject, presented)
+
+    async def verified(
+        self,
+        provider: ProviderConfig,
+        token: str,
+        *,
+        nonce: str | None = None,
+        logout: bool = False,
+        refreshed: bool = False,
+    ) -> dict[str, Any]:
+        """An ID or logout token's claims (verify.verify); one JWKS refetch, rate-limited,
+        when its kid is unknown: the provider may have rotated its keys since we cached
+        them. Raises Refused."""
+        state = self.state(provider)
+        for attempt in (1, 2):
+            assert state.metadata is not None and state.keys is not None  # noqa: S101
+            try:
+                return verify(
+                    token,
+                    metadata=state.metadata,
+                    keys=state.keys,
+                    client_id=provider.client_id,
+                    secret=provider.client_secret,
+                    leeway=self.leeway,
+                    nonce=nonce,
+                    logout=logout,
+                    refreshed=refreshed,
+                )
+            except UnknownKey:
+                if attempt == 2 or not await state.refetch_keys(self.home.session):
+                    raise
+        raise Refused("unknown kid")  # not reached: the loop returns or raises
 
     def site(self, request: web.BaseRequest) -> str | None:
         """`scheme://host` the browser used; None for a Host that is no host name."""
