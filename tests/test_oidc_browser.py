@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,11 +22,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
 from tests.conftest import GatewayProcess, config_text, session_extra
+from tests.ingress.support import chromium
 from tests.oidc.support import (
     ALICE,
     CLIENT_ID,
@@ -43,41 +42,10 @@ PROVIDER_ID, LABEL = "corp", "Corp SSO"
 ACCESS, REFRESH = "access_token", "refresh_token"
 
 
-def _find(*names: str) -> str | None:
-    return next((path for name in names if (path := shutil.which(name))), None)
-
-
 @pytest.fixture
 def driver() -> Iterator[webdriver.Chrome]:
-    browser = _find("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-    chromedriver = _find("chromedriver")
-    if browser is None or chromedriver is None:
-        missing = " and ".join(
-            name
-            for name, path in (("chromium", browser), ("chromedriver", chromedriver))
-            if path is None
-        )
-        pytest.skip(
-            f"{missing} not found on PATH (Debian: apt-get install chromium chromium-driver)"
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-    ):
-        options.add_argument(argument)
-    chrome = webdriver.Chrome(options=options, service=Service(chromedriver))
-    try:
-        chrome.set_page_load_timeout(15)
+    with chromium() as chrome:
         yield chrome
-    finally:
-        chrome.quit()
 
 
 @pytest.fixture
