@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
@@ -351,10 +351,16 @@ def browser_sign_in(driver: webdriver.Chrome, base: str) -> str:
 
 
 def _stale(element: WebElement) -> bool:
+    """The page the element was on is gone. Chromium says so as a stale element, or, when
+    the new document is being built at that moment, as a node of another document."""
     try:
         element.is_enabled()
     except StaleElementReferenceException:
         return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
     return False
 
 
