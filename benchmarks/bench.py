@@ -290,11 +290,11 @@ def set_cookies(values: list[str]) -> dict[str, str]:
     return found
 
 
-def sign_in(port: int, password: str) -> dict[str, str]:
+def sign_in(port: int, password: str, username: str = USERNAME) -> dict[str, str]:
     """POST /login (JSON) to a running gateway; the session cookies it sets."""
     connection = http.client.HTTPConnection(HOST, port, timeout=30)
     try:
-        body = json.dumps({"username": USERNAME, "password": password})
+        body = json.dumps({"username": username, "password": password})
         connection.request(
             "POST", "/login", body=body, headers={"Content-Type": "application/json"}
         )

@@ -45,7 +45,7 @@ from bench import (
     free_ports,
     gateway_config,
     parse_wrk,
-    set_cookies,
+    sign_in,
     start_redis,
     wait_ready,
     write_users_file,
@@ -70,25 +70,8 @@ def _users_file(path: Path, password: str) -> list[str]:
     return names
 
 
-def _sign_in(port: int, user: str, password: str) -> dict[str, str]:
-    connection = http.client.HTTPConnection(HOST, port, timeout=30)
-    try:
-        body = json.dumps({"username": user, "password": password})
-        connection.request(
-            "POST", "/login", body=body, headers={"Content-Type": "application/json"}
-        )
-        response = connection.getresponse()
-        response.read()
-        cookies = set_cookies(response.headers.get_all("Set-Cookie") or [])
-    finally:
-        connection.close()
-    if response.status != 303:
-        raise SetupFailed(f"POST /login as {user}: {response.status}")
-    return cookies
-
-
 def _logout_ms(port: int, user: str, password: str) -> float:
-    cookies = _sign_in(port, user, password)
+    cookies = sign_in(port, password, user)
     header = "; ".join(f"{k}={v}" for k, v in cookies.items())
     connection = http.client.HTTPConnection(HOST, port, timeout=30)
     try:
@@ -179,7 +162,7 @@ def _run(
             stderr=tmp / f"{name}.stderr",
         )
         wait_ready(f"http://{HOST}:{admin}/readyz", proc, name, seconds=30)
-        cookies = [_sign_in(port, user, password)[COOKIE_NAME] for user in users]
+        cookies = [sign_in(port, password, user)[COOKIE_NAME] for user in users]
         url = f"http://{HOST}:{port}{PATH}"
         if fetch(url, {"Cookie": f"{COOKIE_NAME}={cookies[0]}"})[0] != 200:
             raise SetupFailed(f"{name}: the session cookie was not accepted")
