@@ -52,15 +52,16 @@ class Refused(Exception):
 
 async def answer(
     request: web.BaseRequest, snapshot: Snapshot
-) -> tuple[web.Response, Verdict | None]:
-    """The outer proxy's answer, and the verdict it came from (None when refused outright)."""
+) -> tuple[web.Response, Verdict | None, RequestView | None]:
+    """The outer proxy's answer, and the verdict and view it came from (None when refused
+    outright)."""
     config = snapshot.config
     if not is_trusted(request.remote or "", config.trusted_proxies):
-        return _refused("the subrequest does not come from trusted_proxies"), None
+        return _refused("the subrequest does not come from trusted_proxies"), None, None
     try:
         view = describe(request, config.trusted_proxies)
     except Refused as exc:
-        return _refused(str(exc)), None
+        return _refused(str(exc)), None, None
     verdict = await authorize(view, snapshot)
     decision = verdict.decision
     if verdict.passes:
@@ -88,7 +89,7 @@ async def answer(
             ).headers[hdrs.LOCATION]
     _add_cookies(response, verdict, config.cookies.access, config.cookies.refresh)
     response.headers[hdrs.CACHE_CONTROL] = "no-store"
-    return response, verdict
+    return response, verdict, view
 
 
 def describe(request: web.BaseRequest, proxies: Sequence[Network]) -> RequestView:

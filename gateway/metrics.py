@@ -13,8 +13,9 @@ mode), and the supervisor's /metrics adds them up.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Coroutine, Iterator
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, Protocol, TypeVar, get_args
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -108,14 +109,69 @@ WORKERS = Gauge(
 
 LAST_RELOAD_OK.set(1)
 
-_request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+class Observer(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
+class _Observations:
+    """One histogram child's observations, added up in plain Python until `fold()`.
+
+    prometheus-client's `observe()` takes one lock for the sum and another for the
+    bucket; with two histograms per request that was most of what metrics cost the
+    request path. Here an observation is a list increment, and `fold()` (with each log
+    flush, and before every scrape) hands the totals to the child's own values, bucket
+    by bucket, so /metrics and the multiprocess files read exactly as before.
+    """
+
+    __slots__ = ("_bounds", "_buckets", "_counts", "_sum", "_total")
+
+    def __init__(self, child: Any) -> None:
+        self._buckets = child._buckets  # one value per upper bound, +Inf last
+        self._sum = child._sum
+        self._bounds = tuple(child._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._total = 0.0
+
+    def observe(self, amount: float) -> None:
+        # the first bound >= amount: the bucket prometheus-client's observe() picks
+        self._counts[bisect_left(self._bounds, amount)] += 1
+        self._total += amount
+
+    def fold(self) -> None:
+        counts = self._counts
+        if not any(counts):
+            return
+        for i, n in enumerate(counts):
+            if n:
+                self._buckets[i].inc(n)
+                counts[i] = 0
+        self._sum.inc(self._total)
+        self._total = 0.0
+
+
+_observers: dict[int, tuple[Any, Observer]] = {}
+
+
+def observer(child: Any) -> Observer:
+    """The batching observer for a histogram child (one per child), or the child itself
+    should a prometheus-client release lay its values out differently."""
+    known = _observers.get(id(child))
+    if known is None:
+        batched = all(hasattr(child, name) for name in ("_buckets", "_sum", "_upper_bounds"))
+        known = _observers[id(child)] = (child, _Observations(child) if batched else child)
+    return known[1]
+
+
+_request_children: dict[tuple[str, str, str], tuple[Any, Observer]] = {}
+_request_counts: dict[tuple[str, str, str], int] = {}
 
 
 _STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 
 
 def request_done(route: str, decision: str, status: int, seconds: float) -> None:
-    """On every request: label lookups cached, since prometheus-client's take a lock.
+    """On every request: counted here, handed to prometheus-client by `fold()`.
 
     `status` is counted by class (2xx ... 5xx; "none" when no answer went out), which is
     what an alert on errors needs without a series per status code.
@@ -124,10 +180,21 @@ def request_done(route: str, decision: str, status: int, seconds: float) -> None
     key = (route, decision, status_class)
     children = _request_children.get(key)
     if children is None:
-        children = (REQUESTS.labels(route, decision, status_class), REQUEST_SECONDS.labels(route))
-        _request_children[key] = children
-    children[0].inc()
+        counter = REQUESTS.labels(route, decision, status_class)
+        children = _request_children[key] = (counter, observer(REQUEST_SECONDS.labels(route)))
+    _request_counts[key] = _request_counts.get(key, 0) + 1
     children[1].observe(seconds)
+
+
+def fold() -> None:
+    """What the request path counted, into prometheus-client's values: before a scrape,
+    and every half second (the supervisor reads the workers' files, not their memory)."""
+    for key, n in _request_counts.items():
+        _request_children[key][0].inc(n)
+    _request_counts.clear()
+    for _, batched in _observers.values():
+        if isinstance(batched, _Observations):
+            batched.fold()
 
 
 # Counted by the supervisor itself when there are workers (it decides reloads, restarts
@@ -153,6 +220,7 @@ class _Workers:
 
 def exposition(workers_directory: str | None = None) -> tuple[bytes, str]:
     """The text for /metrics: this process's registry, or every worker's under a supervisor."""
+    fold()
     if workers_directory is None:
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
     combined = CollectorRegistry(auto_describe=False)
@@ -180,8 +248,8 @@ class MeasuredStore:
 
     def __init__(self, inner: Store) -> None:
         self._inner = inner
-        self._children: dict[Operation, tuple[Histogram, Counter]] = {
-            name: (STORE_SECONDS.labels(name), STORE_ERRORS.labels(name))
+        self._children: dict[Operation, tuple[Observer, Counter]] = {
+            name: (observer(STORE_SECONDS.labels(name)), STORE_ERRORS.labels(name))
             for name in get_args(Operation)
         }
 

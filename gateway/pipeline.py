@@ -53,10 +53,10 @@ def make_handler(
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         snapshot = runtime.snapshot  # read once: a reload mid-request cannot change this request
         started = time.perf_counter()
-        incoming_id = request.headers.get("X-Request-Id", "")
+        incoming_id = request.headers.get("X-Request-Id")
         request_id = (
             incoming_id
-            if _SANE_REQUEST_ID.match(incoming_id)
+            if incoming_id and _SANE_REQUEST_ID.match(incoming_id)
             else f"{_ID_PREFIX}{next(_id_counter):016x}"
         )
         outcome = _Outcome()
@@ -154,11 +154,11 @@ async def _handle(
     outcome.path = path
     if config.forward_auth is not None and path == config.forward_auth.path:
         # the outer proxy's subrequest: the same decision, answered for the proxy to apply
-        answer, verdict = await forward_auth.answer(request, snapshot)
+        answer, verdict, described = await forward_auth.answer(request, snapshot)
         outcome.decision = verdict.decision if verdict else "forward_auth_refused"
-        if verdict is not None:
+        if verdict is not None and described is not None:
             outcome.route = verdict.route.label
-            outcome.client = client_address(request, config.trusted_proxies)
+            outcome.client = described.client
             if verdict.identity.principal is not None:
                 outcome.user = verdict.identity.principal.subject
         return _own(answer, request_id, outcome)

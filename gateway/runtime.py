@@ -217,7 +217,7 @@ class Lifetime:
             loop.add_signal_handler(signal.SIGHUP, lambda: self.spawn(self._reload("SIGHUP")))
             stack.callback(loop.remove_signal_handler, signal.SIGHUP)
             stack.push_async_callback(self.cancel_tasks)
-            self.spawn(_flush_logs_every(0.5))
+            self.spawn(_flush_every(0.5))
             self._stack = stack.pop_all()
         return self
 
@@ -261,9 +261,13 @@ class Lifetime:
     def _stopped(self) -> None:
         self._log.info("stopped")
         logs.flush()
+        metrics.fold()
 
 
-async def _flush_logs_every(seconds: float) -> None:
+async def _flush_every(seconds: float) -> None:
+    """Access lines and request metrics are gathered in memory on the request path;
+    this hands them on (to stdout, to prometheus-client's values) while the process runs."""
     while True:
         await asyncio.sleep(seconds)
         logs.flush()
+        metrics.fold()

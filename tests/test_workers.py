@@ -70,13 +70,18 @@ async def test_two_workers_serve_one_port_and_metrics_add_up(tree: GatewayProces
         for _ in range(60):  # a new connection each: the kernel spreads them over the workers
             async with http.get(tree.url + "/public/x", headers={"Connection": "close"}) as r:
                 assert r.status == 200
-    samples = scrape(tree.admin_url)
     route = "/public/:path*"
-    assert (
-        metric(samples, "gateway_requests_total", route=route, decision="public", status="2xx")
-        == 60
-    )
-    assert metric(samples, "gateway_workers") == 2
+
+    def counted() -> float:
+        samples = scrape(tree.admin_url)
+        return metric(
+            samples, "gateway_requests_total", route=route, decision="public", status="2xx"
+        )
+
+    # each worker hands its counts to its metrics file every half second
+    await eventually(lambda: counted() == 60)
+    assert counted() == 60
+    assert metric(scrape(tree.admin_url), "gateway_workers") == 2
     workers = {line.get("worker") for line in log_lines(tree.log) if line["msg"] == "listening"}
     assert workers == {1, 2}
 
