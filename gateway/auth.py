@@ -70,9 +70,19 @@ def cookie_value(request: Asking, name: str) -> str | None:
 
 def check_token(verifier: Verifier, token: str, *, bearer: bool = False) -> Identity:
     try:
-        return Identity(verifier.verify(token), presented=True, bearer=bearer)
+        principal = verifier.verify(token)
     except TokenError as exc:
         return Identity(presented=True, failure=exc.reason, bearer=bearer)
+    # one Identity per verified token and way of presenting it (its memo): the same
+    # session comes again and again, and a frozen dataclass is costly to build
+    key = (_IDENTITY, bearer)
+    identity: Identity | None = principal.memo.get(key)
+    if identity is None:
+        identity = principal.memo[key] = Identity(principal, presented=True, bearer=bearer)
+    return identity
+
+
+_IDENTITY = "identity"  # Principal.memo key, with how the token came
 
 
 def bearer_token(request: Asking) -> str | None:

@@ -88,6 +88,7 @@ class _SinkHandler(logging.Handler):
 _access_sink: LineSink | None = None
 _q = json.encoder.encode_basestring_ascii  # a JSON string literal, escaped, quotes included
 _second: tuple[int, str] = (0, "")
+_millisecond: tuple[int, str] = (-1, "")
 
 
 def set_level(name: str) -> None:
@@ -115,12 +116,18 @@ def flush() -> None:
 
 
 def _iso(moment: float) -> str:
-    """ISO time with milliseconds; the formatted second is reused while it lasts."""
-    global _second
-    whole = int(moment)
+    """ISO time with milliseconds; the formatted second, and the whole text within one
+    millisecond (several requests under load), are reused while they last."""
+    global _second, _millisecond
+    ms = int(moment * 1000)
+    if _millisecond[0] == ms:
+        return _millisecond[1]
+    whole = ms // 1000
     if _second[0] != whole:
         _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
-    return f"{_second[1]}.{int(moment % 1 * 1000):03d}Z"
+    text = f"{_second[1]}.{ms % 1000:03d}Z"
+    _millisecond = (ms, text)
+    return text
 
 
 def access(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import logs
 
@@ -74,3 +77,14 @@ def test_access_writes_once_set_up(
     out, err = capfd.readouterr()
     assert json.loads(out)["request_id"] == "r"
     assert err == ""
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=4_102_444_800_000), min_size=1, max_size=8))
+def test_access_time_is_the_millisecond_it_was_taken_in(milliseconds: list[int]) -> None:
+    """The text is reused within a millisecond and a second: never across them."""
+    for ms in milliseconds:
+        for moment in (ms / 1000, (ms + 0.999) / 1000):
+            whole, fraction = divmod(int(moment * 1000), 1000)
+            expected = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            assert logs._iso(moment) == f"{expected}.{fraction:03d}Z"
