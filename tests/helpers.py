@@ -43,6 +43,15 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def cache_dir(env: str, name: str) -> Path:
+    """A folder kept across runs for what tests install (npm and PyPI packages): `env`
+    names it when set, else `name` under the user's cache folder."""
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / name
+
+
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A temporary folder shared by every worker of this run (pytest-xdist gives each worker
     a base folder of its own, inside one for the run)."""

@@ -17,7 +17,6 @@ Skip the whole suite locally with `pytest -m "not compat"`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -41,6 +40,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import GatewayProcess, config_text, free_port, session_extra
+from tests.helpers import cache_dir, locked
 
 USER, PASSWORD = "alice", "wonderland"  # tests.conftest.USERS
 INSTALL_TIMEOUT = 600  # seconds, per app, first run only (JupyterLab, cold: about 30 s)
@@ -64,25 +64,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def cache_root() -> Path:
-    if os.environ.get("GATEWAY_COMPAT_CACHE"):
-        return Path(os.environ["GATEWAY_COMPAT_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gateway-compat"
+    return cache_dir("GATEWAY_COMPAT_CACHE", "gateway-compat")
 
 
 # -- installs ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One installer at a time per folder, across concurrent test runs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _unreachable(url: str) -> str | None:
@@ -108,7 +93,7 @@ def _install(
     ready = target / ".ready"
     if ready.exists():
         return target
-    with _locked(target.with_name(target.name + ".lock")):
+    with locked(target.with_name(target.name + ".lock")):
         if ready.exists():
             return target
         reason = _unreachable(probe)  # a closed network: skip now, not after pip's retries

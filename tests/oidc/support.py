@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -37,6 +36,8 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import aiohttp
 import pytest
 from yarl import URL
+
+from tests.helpers import cache_dir, locked
 
 HERE = Path(__file__).resolve().parent
 INSTALL_TIMEOUT = 300  # seconds, first run only (about 5 s with a warm npm cache)
@@ -77,22 +78,7 @@ ACCOUNTS = (ALICE, BOB, CAROL, MALLORY)
 
 
 def cache_root() -> Path:
-    if os.environ.get("GATEWAY_OIDC_CACHE"):
-        return Path(os.environ["GATEWAY_OIDC_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gateway-oidc"
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One installer at a time per folder: xdist workers and concurrent runs wait here."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return cache_dir("GATEWAY_OIDC_CACHE", "gateway-oidc")
 
 
 def install() -> Path:
@@ -107,7 +93,7 @@ def install() -> Path:
     installed = target / "node_modules" / "oidc-provider" / "package.json"
     if ready.exists() and installed.exists():
         return target / "node_modules"
-    with _locked(target.with_name(target.name + ".lock")):
+    with locked(target.with_name(target.name + ".lock")):
         if ready.exists() and installed.exists():
             return target / "node_modules"
         shutil.rmtree(target, ignore_errors=True)
