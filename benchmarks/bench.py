@@ -19,6 +19,11 @@ the same network work, so the ratios are what authentication, header hygiene, th
 access log and the store cost. A measurement, not a test: exits 0 whatever the ratios,
 1 when the setup fails or a target answered anything but 2xx.
 
+The machine may be shared (a VM's steal time included): each measurement records the
+share of the front CPU that other jobs took, from /proc/stat. A round in which they took
+more than NOISE of it while the minimal proxy or the gateway ran is marked noisy, and the
+medians of the clean rounds are printed beside those of all rounds.
+
 Usage: ./benchmarks/run [--duration 10] [--connections 32] [--threads 1] [--warmup 2]
 See also benchmarks/refresh.py (./benchmarks/run refresh): refresh rotations per second.
 """
@@ -409,6 +414,14 @@ class Measured:
     redis_cpu_us_per_req: float | None = None
     redis_mget_per_req: float | None = None
     redis_keys_read_per_req: float | None = None
+    # the share of the front CPU that other jobs (or the hypervisor: steal) took meanwhile
+    others_on_front_cpu: float | None = None
+
+
+# A round is noisy when other jobs took more than this share of the front CPU while the
+# minimal proxy or the gateway was measured: the two are then not compared on equal terms.
+NOISE = 0.10
+NOISE_BOUND = ("minimal-proxy", "gateway")
 
 
 # On a machine with 2+ CPUs the front process under test (minimal proxy or gateway) gets
@@ -416,6 +429,23 @@ class Measured:
 # compete for the same cores and the ratio swings by +-15% from run to run.
 _FRONT_CPU, _LOAD_CPU = ({1}, {0}) if (os.cpu_count() or 1) >= 2 else (None, None)
 _PIN_LOAD = ["taskset", "-c", "0"] if _LOAD_CPU and shutil.which("taskset") else []
+
+
+def cpu_busy(cpus: set[int] | None) -> float | None:
+    """Seconds the given CPUs spent busy (not idle or iowait), from /proc/stat (Linux)."""
+    if not cpus:
+        return None
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    total = 0.0
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            ticks = list(map(int, fields[:8]))
+            total += sum(ticks) - ticks[3] - ticks[4]  # less idle and iowait
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def pin(pid: int, cpus: set[int] | None) -> None:
@@ -526,6 +556,18 @@ RATIOS = {  # name -> (numerator, denominator), each taken within one round
     "gateway_redis_over_gateway": ("gateway+redis", "gateway"),
     "minimal_proxy_over_direct": ("minimal-proxy", "direct"),
 }
+
+
+def _noisy(measured: dict[str, Measured]) -> list[str]:
+    return [
+        f"{name}: others {m.others_on_front_cpu:.0%}"
+        for name in NOISE_BOUND
+        if (m := measured[name]).others_on_front_cpu is not None and m.others_on_front_cpu > NOISE
+    ]
+
+
+def _share(value: float | None) -> str:
+    return f"{value:.0%}" if value is not None else "-"
 
 
 def _ratio(measured: dict[str, Measured], name: str) -> float:
@@ -673,6 +715,7 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
                 raise SetupFailed(f"{name}: {warm['non_2xx']} non-2xx responses in the warm-up")
         front0, up0 = cpu_seconds(proc.pid), cpu_seconds(upstream_proc.pid)
         redis0, counts0 = cpu_seconds(redis_pid), redis_counts(redis_client)
+        core0, wall0 = cpu_busy(_FRONT_CPU), time.monotonic()
         output = wrk(
             url,
             duration=args.duration,
@@ -680,8 +723,13 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
             threads=args.threads,
             header=header,
         )
+        core1, wall = cpu_busy(_FRONT_CPU), time.monotonic() - wall0
         front1, up1 = cpu_seconds(proc.pid), cpu_seconds(upstream_proc.pid)
         redis1, counts1 = cpu_seconds(redis_pid), redis_counts(redis_client)
+        others = None
+        if core0 is not None and core1 is not None and front0 is not None and front1 is not None:
+            ours = (front1 - front0) / wall
+            others = round(max(0.0, (core1 - core0) / wall - ours), 3)
         parsed = parse_wrk(output)
         if parsed["non_2xx"]:
             raise SetupFailed(
@@ -717,6 +765,7 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
             redis_cpu_us_per_req=per_req(redis0, redis1) if with_redis else None,
             redis_mget_per_req=count_per_req("mget"),
             redis_keys_read_per_req=count_per_req("keys_read"),
+            others_on_front_cpu=others,
         )
 
     # Rounds interleave the targets, so a slow stretch of the machine hits all of them;
@@ -726,14 +775,25 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
         current = {name: measure(name, url, proc) for name, (url, proc) in targets.items()}
         rounds.append(current)
         summary = ", ".join(f"{name} {m.requests_per_s:.0f}" for name, m in current.items())
+        others = ", ".join(_share(m.others_on_front_cpu) for m in current.values())
+        noisy = _noisy(current)
         print(
             f"  round {number}: {summary} req/s;"
             f" gateway/minimal {_ratio(current, 'gateway_over_minimal_proxy'):.2f},"
-            f" gateway+redis/minimal {_ratio(current, 'gateway_redis_over_minimal_proxy'):.2f}",
+            f" gateway+redis/minimal {_ratio(current, 'gateway_redis_over_minimal_proxy'):.2f};"
+            f" others on the front CPU {others}"
+            + (f"; NOISY ({', '.join(noisy)})" if noisy else ""),
             flush=True,
         )
     per_round = {name: sorted(round(_ratio(r, name), 3) for r in rounds) for name in RATIOS}
     medians = {name: values[len(values) // 2] for name, values in per_round.items()}
+    clean = [r for r in rounds if not _noisy(r)]
+    clean_medians = {
+        name: values[len(values) // 2]
+        for name in RATIOS
+        if (values := sorted(round(_ratio(r, name), 3) for r in clean))
+    }
+    noisy_rounds = [i + 1 for i, r in enumerate(rounds) if _noisy(r)]
     cpu_names = ("gateway_over_minimal_proxy", "gateway_redis_over_minimal_proxy")
     cpu_per_round = {
         name: sorted(round(c, 3) for r in rounds if (c := _cpu_ratio(r, name)) is not None)
@@ -785,6 +845,17 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
         "gateway_redis_over_minimal_proxy",
         f"   target >= {REDIS_TARGET_RATIO:.2f}: {redis_verdict}",
     )
+    if noisy_rounds:
+        clean_text = ", ".join(
+            f"{name} {clean_medians[name]:.2f}"
+            for name in ("gateway_over_minimal_proxy", "gateway_redis_over_minimal_proxy")
+            if name in clean_medians
+        )
+        print(
+            f"  {len(noisy_rounds)} of {len(rounds)} rounds noisy (other jobs took more than"
+            f" {NOISE:.0%} of the front CPU during {' or '.join(NOISE_BOUND)});"
+            f" clean rounds only: {clean_text or 'none'}"
+        )
     line("gateway+redis / gateway:", "gateway_redis_over_gateway")
     line("gateway / direct:", "gateway_over_direct")
     line("gateway+redis / direct:", "gateway_redis_over_direct")
@@ -825,6 +896,8 @@ def _run(args: argparse.Namespace, children: Processes, tmp: Path) -> int:
             "on_load_cpus": ["wrk", "upstream", "redis-server"],
         },
         "ratios": medians,
+        "noise": {"threshold": NOISE, "bound": list(NOISE_BOUND), "noisy_rounds": noisy_rounds},
+        "ratios_clean_rounds": clean_medians,
         "cpu_per_request_ratios": cpu_medians,
         "cpu_per_request_ratios_per_round": cpu_per_round,
         "all_rounds": all_rounds,

@@ -71,11 +71,13 @@ from bench import (
     Processes,
     SetupFailed,
     _loop_factory,
+    _share,
     _tail,
     _version,
     _wrk_version,
     access_claims,
     code_version,
+    cpu_busy,
     cpu_seconds,
     fetch,
     free_ports,
@@ -321,23 +323,6 @@ def cpu_used(before: dict[int, float], after: dict[int, float]) -> float | None:
     cache loader exits a minute after the start)."""
     common = before.keys() & after.keys()
     return sum(after[pid] - before[pid] for pid in common) if common else None
-
-
-def cpu_busy(cpus: set[int] | None) -> float | None:
-    """Seconds the given CPUs spent busy (not idle or iowait), from /proc/stat (Linux)."""
-    if not cpus:
-        return None
-    try:
-        lines = Path("/proc/stat").read_text().splitlines()
-    except OSError:
-        return None
-    total = 0.0
-    for line in lines:
-        name, *fields = line.split()
-        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
-            ticks = list(map(int, fields[:8]))
-            total += sum(ticks) - ticks[3] - ticks[4]  # less idle and iowait
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def decisions_answered(admin_port: int) -> float:
@@ -767,10 +752,6 @@ def _noisy(measured: dict[str, Measured]) -> list[str]:
         for name in FRONT_BOUND
         if (m := measured[name]).others_on_front_cpu is not None and m.others_on_front_cpu > NOISE
     ]
-
-
-def _share(value: float | None) -> str:
-    return f"{value:.0%}" if value is not None else "-"
 
 
 def _loadavg() -> str:
