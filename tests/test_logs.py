@@ -88,3 +88,26 @@ def test_access_time_is_the_millisecond_it_was_taken_in(milliseconds: list[int])
             whole, fraction = divmod(int(moment * 1000), 1000)
             expected = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
             assert logs._iso(moment) == f"{expected}.{fraction:03d}Z"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80), st.text(max_size=80))
+def test_remembered_values_read_as_escaped_each_time(client: str, user: str) -> None:
+    """The same value twice (the second time from the memo) and a bounded memo."""
+    buffer = io.StringIO()
+    previous = logs._access_sink
+    logs._access_sink = buffer  # type: ignore[assignment]
+    try:
+        for _ in range(2):
+            logs.access(
+                request_id="r", method=client, path="/", status=200, duration=0.0, user=user,
+                route=user, decision=client, upstream_status=None, client=client,
+            )  # fmt: skip
+    finally:
+        logs._access_sink = previous
+    for line in buffer.getvalue().splitlines():
+        record = json.loads(line)
+        assert (record["client"], record["method"], record["decision"]) == (client,) * 3
+        assert (record["user"], record["route"]) == (user, user)
+    assert len(logs._QUOTED) <= 4096
+    assert all(len(value) <= 64 for value in logs._QUOTED)
