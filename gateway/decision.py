@@ -71,7 +71,8 @@ def refused_cross_site(route: Route, view: RequestView, snapshot: Snapshot) -> b
 
 def route_of(view: RequestView, snapshot: Snapshot) -> Route:
     """Matched as the upstream will read the path: decoded once (normalization made that safe)."""
-    return snapshot.config.routes.match(view.method, decoded(view.path))
+    path = view.path
+    return snapshot.config.routes.match(view.method, decoded(path) if "%" in path else path)
 
 
 async def authorize(view: RequestView, snapshot: Snapshot, route: Route | None = None) -> Verdict:

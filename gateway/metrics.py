@@ -183,7 +183,12 @@ def request_done(route: str, decision: str, status: int, seconds: float) -> None
         counter = REQUESTS.labels(route, decision, status_class)
         children = _request_children[key] = (counter, observer(REQUEST_SECONDS.labels(route)))
     _request_counts[key] = _request_counts.get(key, 0) + 1
-    children[1].observe(seconds)
+    histogram = children[1]
+    if type(histogram) is _Observations:  # its observe() written out: a call saved per request
+        histogram._counts[bisect_left(histogram._bounds, seconds)] += 1
+        histogram._total += seconds
+    else:
+        histogram.observe(seconds)
 
 
 def fold() -> None:
@@ -252,6 +257,7 @@ class MeasuredStore:
             name: (observer(STORE_SECONDS.labels(name)), STORE_ERRORS.labels(name))
             for name in get_args(Operation)
         }
+        self._per_request = self._children["access_revoked"]
 
     async def _timed(self, operation: Operation, call: Awaitable[T]) -> T:
         seconds, errors = self._children[operation]
@@ -264,8 +270,21 @@ class MeasuredStore:
         finally:
             seconds.observe(time.perf_counter() - started)
 
-    def access_revoked(self, check: AccessCheck) -> Coroutine[Any, Any, bool]:
-        return self._timed("access_revoked", self._inner.access_revoked(check))
+    async def access_revoked(self, check: AccessCheck) -> bool:
+        # `_timed` written out: this one runs on every request with a token
+        started = time.perf_counter()
+        try:
+            return await self._inner.access_revoked(check)
+        except StoreUnavailable:
+            self._per_request[1].inc()
+            raise
+        finally:
+            seconds, histogram = time.perf_counter() - started, self._per_request[0]
+            if type(histogram) is _Observations:  # observe() written out, as request_done
+                histogram._counts[bisect_left(histogram._bounds, seconds)] += 1
+                histogram._total += seconds
+            else:
+                histogram.observe(seconds)
 
     def create_family(
         self, session: Session, token_digest: str, ttl: float

@@ -10,6 +10,7 @@ request does is readable here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import re
@@ -162,7 +163,7 @@ async def _handle(
             if verdict.identity.principal is not None:
                 outcome.user = verdict.identity.principal.subject
         return _own(answer, request_id, outcome)
-    websocket = admission.is_websocket(request)
+    websocket = hdrs.UPGRADE in request.headers and admission.is_websocket(request)
     if websocket:
         refusal = admission.bad_handshake(request)
         if refusal is not None:  # answered before any auth or upstream work
@@ -216,7 +217,7 @@ async def _handle(
         denial = responses.unauthorized(config.login.path, token_failed=identity.presented)
         return _own(denial, request_id, outcome, set_cookies)
 
-    if not await proxy.continue_if_expected(request):
+    if hdrs.EXPECT in request.headers and not await proxy.continue_if_expected(request):
         outcome.decision = "bad_expect"
         return _own(responses.expectation_failed(request), request_id, outcome, set_cookies)
     headers = proxy.upstream_headers(
@@ -226,7 +227,7 @@ async def _handle(
         identity_headers=config.identity_headers,
         identity_names=snapshot.identity_names,
         cookie_names=snapshot.cookie_names,
-        drop_authorization=_our_bearer(request, snapshot),
+        drop_authorization=hdrs.AUTHORIZATION in request.headers and _our_bearer(request, snapshot),
         client=view.client,
         preserve_host=config.preserve_host,
         proto=view.scheme,
@@ -234,7 +235,9 @@ async def _handle(
     if snapshot.asserter is not None and identity.principal is not None:
         assertion = snapshot.asserter.sign(identity.principal, request.method, path, time.time())
         headers.append((snapshot.asserter.header, assertion))
-    url = URL(snapshot.upstream_base + view.target, encoded=True)
+    target = snapshot.upstream_base + view.target
+    # parsed once per URL while it stays in use, but for long ones (the cache stays small)
+    url = _parsed_url(target) if len(target) <= 512 else URL(target, encoded=True)
     extra: proxy.Headers = [("X-Request-Id", request_id)]
     if set_cookies:
         # a response carrying session cookies must never sit in a shared cache
@@ -293,6 +296,13 @@ def _who(identity: Identity, snapshot: Snapshot, view: RequestView) -> pages.Who
         login_path=login.path if signs_in else None,
         next_path=view.target,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_url(target: str) -> URL:
+    """Parsing costs more than the cache's lookup, and the same paths come again and
+    again; a URL object is immutable, so sharing one is safe."""
+    return URL(target, encoded=True)
 
 
 def _our_bearer(request: web.BaseRequest, snapshot: Snapshot) -> bool:

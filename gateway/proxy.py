@@ -56,6 +56,7 @@ REWRITING = frozenset(
 _NEVER_FORWARDED = HOP_BY_HOP | _OWN | REWRITING
 _MANAGED = frozenset(("x-forwarded-for", "authorization", "cookie"))  # rewritten or checked
 _NOT_RETURNED = HOP_BY_HOP | {"content-length"}  # aiohttp sets the length it really sends
+_NOT_RETURNED_BUT_OURS = _NOT_RETURNED | {"x-request-id"}
 Headers = list[tuple[str, str]]
 Socket: TypeAlias = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 # The WebSocket handshake is redone by the client session toward the upstream.
@@ -133,7 +134,9 @@ def upstream_headers(
     With `preserve_host` the client's Host goes upstream (else the client session sets the
     upstream URL's own).
     """
-    drop = connection_tokens(request.headers) | identity_names
+    drop = identity_names
+    if hdrs.CONNECTION in request.headers:
+        drop = drop | connection_tokens(request.headers)
     forwarded_for: list[str] = []
     out: Headers = []
     for name, value in request.headers.items():
@@ -200,10 +203,12 @@ def identity_values(
 def response_headers(upstream: CIMultiDictProxy[str], extra: Headers) -> Headers:
     """Upstream headers less hop-by-hop ones, then `extra`, which replaces same-named
     upstream headers (but Set-Cookie, which only ever adds)."""
-    drop = connection_tokens(upstream) | {
-        name.lower() for name, _ in extra if name.lower() != "set-cookie"
-    }
-    drop |= _NOT_RETURNED
+    if len(extra) == 1 and extra[0][0] == "X-Request-Id":
+        drop = _NOT_RETURNED_BUT_OURS  # the common case, worked out once
+    else:
+        drop = _NOT_RETURNED | {name.lower() for name, _ in extra if name.lower() != "set-cookie"}
+    if hdrs.CONNECTION in upstream:
+        drop = drop | connection_tokens(upstream)
     out: Headers = [(name, value) for name, value in upstream.items() if name.lower() not in drop]
     out.extend(extra)
     return out

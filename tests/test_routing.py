@@ -6,6 +6,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.routing import Route, RouteTable, compile_pattern, default_route, shadowing
 
@@ -142,3 +144,28 @@ def test_literal_route_shadowed_by_earlier_regex() -> None:
 def test_parameter_glued_to_a_literal_is_not_under_that_directory() -> None:
     assert not shadowing(_route(0, "/api/:path*"), _route(1, "/api:version"))
     assert shadowing(_route(0, "/api/:path*"), _route(1, "/api/v:version"))
+
+
+_TABLE = RouteTable(
+    (
+        _route(0, "/api/:path*", methods=frozenset({"POST"})),
+        _route(1, "^/api/v\\d+/", is_regex=True),
+        _route(2, "/users/:id", methods=frozenset({"GET", "HEAD"})),
+        _route(3, "admin", is_regex=True),
+        _route(4, "/files/:name.:ext"),
+    ),
+    default_route("deny"),
+)
+_SEGMENTS = st.sampled_from(["api", "v1", "v2", "users", "42", "admin", "files", "a.pdf", "x"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "HEAD", "POST", "DELETE"]),
+    segments=st.lists(_SEGMENTS, max_size=4),
+)
+def test_the_table_picks_the_first_route_that_matches(method: str, segments: list[str]) -> None:
+    """RouteTable.match has Route.matches written out: both must pick the same route."""
+    path = "/" + "/".join(segments)
+    expected = next((r for r in _TABLE.routes if r.matches(method, path)), _TABLE.default)
+    assert _TABLE.match(method, path) is expected
