@@ -88,8 +88,10 @@ def start(make_gateway: GatewayFactory, fake: FakeProvider, tmp_path: Path) -> S
     ) -> Client:
         (tmp_path / "users.yaml").write_text(users_yaml())
         users = f"  users_file: {tmp_path / 'users.yaml'}\n" if password else ""
+        # a Redis store's refusals here are ACL errors, answered at once: the timeout only
+        # has to outlast a loaded CI machine (300 ms did not, once: a 503 at sign-in)
         text = (
-            f"store: {store}\nstore_timeout: 300ms\nlogin:\n"
+            f"store: {store}\nstore_timeout: 5s\nlogin:\n"
             + users
             + "  providers:\n"
             + providers_yaml(fake.issuer, more)
