@@ -160,7 +160,8 @@ def access(
         f'"msg":"request","request_id":{_q(request_id)},'
         f'"client":{known(client) or _quoted(client)},'
         f'"method":{known(method) or _quoted(method)},'
-        f'"path":{_q(path)},"status":{status},"duration_ms":{duration * 1000:.3f},'
+        f'"path":{known(path) or _quoted(path)},"status":{status},'
+        f'"duration_ms":{duration * 1000:.3f},'
         f'"user":{"null" if user is None else known(user) or _quoted(user)},'
         f'"route":{known(route) or _quoted(route)},'
         f'"decision":{known(decision) or _quoted(decision)},"upstream_status":{upstream}}}\n'
@@ -171,8 +172,8 @@ _QUOTED: dict[str, str] = {}
 
 
 def _quoted(value: str) -> str:
-    """`_q`, remembered for the values that repeat from line to line (method, client,
-    user, route, decision), which `access` looks up first. Bounded, since a client
+    """`_q`, remembered for the values that repeat from line to line (method, path,
+    client, user, route, decision), which `access` looks up first. Bounded, since a client
     chooses some of them (at most 4096 values of up to 64 characters: 1 MiB at worst);
     past the bound, and for longer values, they are escaped each time."""
     quoted = _q(value)

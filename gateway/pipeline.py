@@ -181,14 +181,16 @@ async def _handle(
     if snapshot.upstream_base is None:  # forward_auth alone: nothing here to proxy to
         outcome.decision = "no_upstream"
         return _own(responses.not_found(request), request_id, outcome)
+    proxies = config.trusted_proxies
     view = RequestView(
         method=request.method,
         raw_path=raw_path,
         path=path,
         query=query,
         host=request.headers.get(hdrs.HOST, ""),
-        scheme=forwarded_proto(request, config.trusted_proxies),
-        client=client_address(request, config.trusted_proxies),
+        # without trusted proxies (the default) both are the connection's own
+        scheme=forwarded_proto(request, proxies) if proxies else request.scheme,
+        client=client_address(request, proxies) if proxies else request.remote or "",
         headers=request.headers,
         websocket=websocket,
     )
