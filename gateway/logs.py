@@ -174,8 +174,9 @@ _QUOTED: dict[str, str] = {}
 def _quoted(value: str) -> str:
     """`_q`, remembered for the values that repeat from line to line (method, path,
     client, user, route, decision), which `access` looks up first. Bounded, since a client
-    chooses some of them (at most 4096 values of up to 64 characters: 1 MiB at worst);
-    past the bound, and for longer values, they are escaped each time."""
+    chooses some of them: at most 4096 values of up to 64 characters (a few MiB at worst,
+    escapes included); past the bound, and for longer values, they are escaped each time,
+    as before the memo."""
     quoted = _q(value)
     if len(value) <= 64 and len(_QUOTED) < 4096:
         _QUOTED[value] = quoted
