@@ -27,7 +27,10 @@ from tests.redis_server import RedisServer, TlsFiles, _free_port, redis_binary, 
 SERVICE = "mymaster"
 
 
-def _until(what: str, check: Callable[[], bool], seconds: float = 30) -> None:
+def _until(what: str, check: Callable[[], bool], seconds: float = 90) -> None:
+    """Waits for a topology to get somewhere, returning as soon as it has. The deadlines
+    only bound a broken setup: a CI machine running the whole suite once took over 30 s
+    for three sentinels to see each other (they announce themselves every 2 s)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -153,7 +156,7 @@ class Sentinels:
         primary = self.primary()
         return next(n for n in self.nodes if n is not primary)
 
-    def wait_replicated(self, seconds: float = 30) -> None:
+    def wait_replicated(self, seconds: float = 90) -> None:
         """Until some node is a primary with a replica whose link is up."""
 
         def linked() -> bool:
@@ -167,7 +170,7 @@ class Sentinels:
 
         _until("a replica in sync", linked, seconds)
 
-    def fail_over(self, seconds: float = 40) -> RedisServer:
+    def fail_over(self, seconds: float = 90) -> RedisServer:
         """Kill the primary (SIGKILL, no goodbye); return the old primary once another
         node is primary by the sentinels and by its own account."""
         old = self.primary()
@@ -175,7 +178,7 @@ class Sentinels:
         self.wait_promoted(old, seconds)
         return old
 
-    def wait_promoted(self, old: RedisServer, seconds: float = 40) -> None:
+    def wait_promoted(self, old: RedisServer, seconds: float = 90) -> None:
         def promoted() -> bool:
             new = self.primary()
             role = self._client(new.port, self.password).info("replication")["role"]
@@ -269,7 +272,7 @@ class Cluster:
         )
         self.wait_healthy()
 
-    def wait_healthy(self, seconds: float = 40) -> None:
+    def wait_healthy(self, seconds: float = 90) -> None:
         """Every live node says cluster_state:ok, each primary has a replica, and every
         replica's link is up (synced: a WAIT now counts it)."""
 
@@ -312,14 +315,14 @@ class Cluster:
                 return next(n for n in self.nodes if n.port == int(primary[1]))
         raise RuntimeError("slot not covered")
 
-    def fail_over(self, key: str, seconds: float = 40) -> RedisServer:
+    def fail_over(self, key: str, seconds: float = 90) -> RedisServer:
         """Kill the primary of `key`'s slot; return it once a replica took the slot over."""
         old = self.owner(key)
         old.stop()
         self.wait_taken_over(key, old, seconds)
         return old
 
-    def wait_taken_over(self, key: str, old: RedisServer, seconds: float = 40) -> None:
+    def wait_taken_over(self, key: str, old: RedisServer, seconds: float = 90) -> None:
         def taken_over() -> bool:
             new = self.owner(key)
             return (
