@@ -27,8 +27,8 @@ def one_demo_at_a_time() -> Iterator[None]:
         yield
 
 
-def test_the_demo_runs_on_the_ports_it_is_given(secret: str) -> None:
-    port, admin, app = free_port(), free_port(), free_port()
+def _start_demo(secret: str, port: int, admin: int, app: int) -> tuple[subprocess.Popen[str], str]:
+    """The demo on those ports, and what it printed up to its banner (or its exit)."""
     env = {
         **os.environ,
         "JWT_SECRET": secret,
@@ -44,16 +44,29 @@ def test_the_demo_runs_on_the_ports_it_is_given(secret: str) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    assert proc.stdout is not None
+    banner = ""
+    deadline = time.monotonic() + 30
+    while "Ctrl-C stops both." not in banner and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        banner += line
+    return proc, banner
+
+
+def test_the_demo_runs_on_the_ports_it_is_given(secret: str) -> None:
+    for _ in range(3):
+        port, admin, app = free_port(), free_port(), free_port()
+        proc, banner = _start_demo(secret, port, admin, app)
+        if "already in use" not in banner:
+            break
+        # another test took one of the free ports meanwhile (the suite runs in parallel)
+        proc.wait(timeout=30)
+        assert proc.stdout is not None
+        proc.stdout.close()
     ported = ROOT / ".config.demo-ports.yaml"
     try:
-        assert proc.stdout is not None
-        banner = ""
-        deadline = time.monotonic() + 30
-        while "Ctrl-C stops both." not in banner and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            banner += line
         assert f"open:     http://127.0.0.1:{port}/dashboard" in banner, banner
         assert f"admin:    http://127.0.0.1:{admin}/readyz" in banner
         assert f"(demo app behind it: 127.0.0.1:{app})" in banner
