@@ -85,11 +85,13 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Store, 
         opened: Store = MemoryStore(clock=clock)
     elif request.param == "redis":
         clock = Clock(fake=False)
-        opened = open_store(URL(request.getfixturevalue("redis_url")), timeout=1.0)
+        # the contract is about answers, not speed: 5 s, so a loaded machine (40 calls at
+        # once through Sentinel took over 1 s once) is not what is measured
+        opened = open_store(URL(request.getfixturevalue("redis_url")), timeout=5.0)
     else:
         clock = Clock(fake=False)
         url = as_url(request.getfixturevalue(f"{request.param}_url"))
-        opened = open_store(url, timeout=1.0)
+        opened = open_store(url, timeout=5.0)
     yield opened, clock
     await opened.close()
 
